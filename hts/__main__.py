@@ -1,0 +1,5 @@
+import sys
+
+from hts.cli import main
+
+sys.exit(main())

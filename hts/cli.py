@@ -1,0 +1,161 @@
+"""The ``hts`` command line: ``train``, ``eval``, ``segment``, ``demo``.
+
+Every :class:`hts.errors.HtsError` becomes one line ``hts: error: ...`` on
+stderr and exit status 2; Ctrl-C exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from hts import __version__
+from hts.errors import HtsError
+from hts.losses import VARIANTS
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train an Instance-U-Net (or a Table 1 variant)",
+                       description="Train with Adam (lr 1e-4) on augmented crops; checkpoints record "
+                       "configuration, data, steps and validation metrics. Rerun the same command to resume.")
+    p.add_argument("--data", required=True, help="training data: a .npz in the shared layout, or 'synthetic'")
+    p.add_argument("--val", help="validation data: a .npz, or 'synthetic' (default: none)")
+    p.add_argument("--out", required=True, type=Path, help="checkpoint path (.pt); the best one goes to <out>.best.pt")
+    p.add_argument("--variant", default="IU-BCE/Dice", choices=list(VARIANTS), help="Table 1 variant (default %(default)s)")
+    p.add_argument("--width", type=int, default=16, help="channels of the first step (paper 64; default %(default)s for CPU)")
+    p.add_argument("--anchor-base", type=float, default=32.0, help="anchor base size in px (default %(default)s)")
+    p.add_argument("--steps", type=int, default=2000, help="optimiser steps (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=8, help="crops per step (default %(default)s)")
+    p.add_argument("--crop", type=int, default=256, help="crop side in px, multiple of 16 (default %(default)s)")
+    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed; fixes the run on CPU (default %(default)s)")
+    p.add_argument("--val-every", type=int, default=250, help="validate and checkpoint every N steps (default %(default)s)")
+    p.add_argument("--n-synthetic", type=int, default=64, help="images generated when --data/--val is 'synthetic'")
+    p.add_argument("--no-augment", action="store_true", help="plain random crops (no mirror/scale/rotation)")
+    p.add_argument("--no-resume", action="store_true", help="start over even if --out exists")
+    p.set_defaults(func=cmd_train)
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="evaluate a model or saved predictions on annotated data")
+    p.add_argument("--data", required=True, help="annotated .npz in the shared layout")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="checkpoint to run on the images")
+    src.add_argument("--pred", help="predicted labels .npz (n, labels_0000, ...)")
+    p.add_argument("--markers", choices=["auto", "rpn", "distance"], default="auto",
+                   help="watershed markers for --model: RPN centroids or distance peaks (default: RPN if the model has one)")
+    p.add_argument("--save-pred", type=Path, help="also write the predicted labels to this .npz")
+    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_eval)
+
+
+def _add_segment(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("segment", help="segment the nuclei of one 2D image (TIFF, PNG or NPY)")
+    p.add_argument("input", type=Path, help="2D image: .tif/.tiff, .png or .npy")
+    p.add_argument("output", type=Path, help="label image: .tif/.tiff or .npy (uint32, 0 = background)")
+    p.add_argument("--model", help="checkpoint (default: the shipped model)")
+    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    p.set_defaults(func=cmd_segment)
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="train a small model on synthetic nuclei and segment a demo image")
+    p.add_argument("--out", type=Path, default=Path("hts-demo"), help="work folder (default %(default)s)")
+    p.add_argument("--steps", type=int, default=300, help="training steps of the quick model (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hts", description="Nucleus segmentation and counting with the Instance-U-Net.")
+    parser.add_argument("--version", action="version", version=f"hts {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_train, _add_eval, _add_segment, _add_demo):
+        add(sub)
+    return parser
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from hts.data import open_dataset
+    from hts.train import TrainConfig, train
+
+    cfg = TrainConfig(variant=args.variant, width=args.width, anchor_base=args.anchor_base, steps=args.steps,
+                      batch_size=args.batch_size, crop=args.crop, lr=args.lr, seed=args.seed,
+                      val_every=args.val_every, augment=not args.no_augment)
+    data = open_dataset(args.data, args.n_synthetic, seed=args.seed)
+    val = open_dataset(args.val, max(args.n_synthetic // 4, 1), seed=args.seed + 10_000) if args.val else None
+    meta = train(cfg, data, val, args.out, resume=not args.no_resume)
+    if meta.get("best"):
+        best = meta["best"]
+        print(f"best step {best['step']}: val DSB {best['val']['dsb_score']:.4f}, AP50 {best['val']['ap_50']:.4f}, "
+              f"mean IU {best['val']['mean_iu']:.4f}  -> {args.out.with_suffix('.best.pt')}")
+    print(f"checkpoint: {args.out}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from hts.data import load_labels_npz, load_npz, save_labels_npz
+    from hts.metrics import evaluate_dataset
+
+    data = load_npz(args.data)
+    if args.model:
+        from hts.checkpoint import load_model
+        from hts.evaluate import predict_dataset
+
+        model, _ = load_model(args.model)
+        labels, probs = predict_dataset(model, data.images, args.device, progress=not args.json, markers=args.markers)
+        if args.save_pred:
+            save_labels_npz(args.save_pred, labels, data.ids)
+    else:
+        labels, probs = load_labels_npz(args.pred), None
+        if len(labels) != len(data):
+            raise HtsError(f"prediction file {args.pred} has {len(labels)} images but {args.data} has {len(data)}")
+        for i, (g, p) in enumerate(zip(data.labels, labels)):
+            if g.shape != p.shape:
+                raise HtsError(f"prediction file {args.pred}: labels_{i:04d} shape {p.shape} differs from data {g.shape}")
+    result = evaluate_dataset(data.labels, labels, probs)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        width = max(map(len, result))
+        for key, value in result.items():
+            print(f"{key:<{width}}  {value:.4f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+    return 0
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from hts.api import segment
+    from hts.read import read_image
+    from hts.write import check_label_path, write_labels
+
+    check_label_path(args.output)
+    image = read_image(args.input)
+    labels = segment(image, args.model, device=args.device)
+    write_labels(args.output, labels)
+    print(f"{args.input}: {int(labels.max())} nuclei -> {args.output}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from hts.demo import run_demo
+
+    return run_demo(args.out, steps=args.steps, seed=args.seed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except HtsError as exc:
+        print(f"hts: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hts: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

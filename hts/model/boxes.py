@@ -1,0 +1,118 @@
+"""Box utilities in torch: IoU, the Faster R-CNN box coder, NMS, boxes from labels.
+
+Boxes are ``(x1, y1, x2, y2)`` float tensors in pixels of the input image,
+``x`` along columns and ``y`` along rows, with ``x2``/``y2`` exclusive (a box
+around pixel columns 3..5 is ``x1=3, x2=6``), so width = x2 - x1.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+# Largest log-scale the decoder accepts (as torchvision): exp(4.135) ~ 62.5x.
+BBOX_XFORM_CLIP = math.log(1000.0 / 16)
+
+
+def box_area(boxes: torch.Tensor) -> torch.Tensor:
+    """Area of ``(N, 4)`` boxes, ``(N,)``."""
+    return (boxes[:, 2] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
+
+
+def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pairwise IoU of ``(N, 4)`` and ``(M, 4)`` boxes, ``(N, M)``."""
+    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
+    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    union = box_area(a)[:, None] + box_area(b)[None, :] - inter
+    return inter / union.clamp(min=1e-9)
+
+
+def box_centroids(boxes: torch.Tensor) -> torch.Tensor:
+    """Centres ``((x1+x2)/2, (y1+y2)/2)`` of ``(N, 4)`` boxes, ``(N, 2)`` as (x, y)."""
+    return torch.stack(((boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2), dim=1)
+
+
+class BoxCoder:
+    """Faster R-CNN box parameterisation ``(tx, ty, tw, th)`` relative to anchors.
+
+    ``tx = (x - xa) / wa``, ``ty = (y - ya) / ha``, ``tw = log(w / wa)``,
+    ``th = log(h / ha)`` with centres ``x, y`` and sizes ``w, h``; ``weights``
+    scale the four terms as in torchvision (default 1).
+    """
+
+    def __init__(self, weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)) -> None:
+        self.weights = weights
+
+    def encode(self, boxes: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+        """Offsets ``(N, 4)`` that turn ``anchors`` into ``boxes`` (both ``(N, 4)``)."""
+        wx, wy, ww, wh = self.weights
+        aw = anchors[:, 2] - anchors[:, 0]
+        ah = anchors[:, 3] - anchors[:, 1]
+        ax = anchors[:, 0] + 0.5 * aw
+        ay = anchors[:, 1] + 0.5 * ah
+        bw = boxes[:, 2] - boxes[:, 0]
+        bh = boxes[:, 3] - boxes[:, 1]
+        bx = boxes[:, 0] + 0.5 * bw
+        by = boxes[:, 1] + 0.5 * bh
+        return torch.stack(
+            (wx * (bx - ax) / aw, wy * (by - ay) / ah, ww * torch.log(bw / aw), wh * torch.log(bh / ah)),
+            dim=1,
+        )
+
+    def decode(self, offsets: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+        """Boxes ``(N, 4)`` from offsets ``(N, 4)`` applied to ``anchors`` ``(N, 4)``."""
+        wx, wy, ww, wh = self.weights
+        aw = anchors[:, 2] - anchors[:, 0]
+        ah = anchors[:, 3] - anchors[:, 1]
+        ax = anchors[:, 0] + 0.5 * aw
+        ay = anchors[:, 1] + 0.5 * ah
+        dx, dy = offsets[:, 0] / wx, offsets[:, 1] / wy
+        dw = (offsets[:, 2] / ww).clamp(max=BBOX_XFORM_CLIP)
+        dh = (offsets[:, 3] / wh).clamp(max=BBOX_XFORM_CLIP)
+        cx, cy = ax + dx * aw, ay + dy * ah
+        w, h = aw * torch.exp(dw), ah * torch.exp(dh)
+        return torch.stack((cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h), dim=1)
+
+
+def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float = 0.3) -> torch.Tensor:
+    """Greedy non-maximum suppression; indices of kept boxes by decreasing score.
+
+    A box is suppressed when its IoU with a higher-scoring kept box is strictly
+    greater than ``iou_threshold`` (the torchvision rule). Pure torch: the IoU
+    matrix of the candidates is computed once, then a sequential sweep over
+    a boolean matrix keeps the loop cheap (a few hundred candidates per tile).
+    """
+    if boxes.numel() == 0:
+        return torch.empty(0, dtype=torch.long, device=boxes.device)
+    order = torch.argsort(scores, descending=True, stable=True)
+    overlap = box_iou(boxes[order], boxes[order]) > iou_threshold
+    n = order.numel()
+    suppressed = torch.zeros(n, dtype=torch.bool)
+    overlap_cpu = overlap.cpu()
+    keep = []
+    for i in range(n):
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        suppressed |= overlap_cpu[i]
+    return order[torch.tensor(keep, dtype=torch.long, device=order.device)]
+
+
+def boxes_from_labels(labels: np.ndarray) -> np.ndarray:
+    """Bounding boxes ``(N, 4)`` float32 ``(x1, y1, x2, y2)`` of the instances of a label image.
+
+    ``labels`` is ``(H, W)`` integer, 0 = background. Boxes are ordered by
+    label id; ids absent from the image are skipped. ``x2``/``y2`` exclusive.
+    """
+    from scipy import ndimage
+
+    labels = np.asarray(labels)
+    if labels.max(initial=0) == 0:
+        return np.zeros((0, 4), np.float32)
+    slices = ndimage.find_objects(labels)
+    out = [(s[1].start, s[0].start, s[1].stop, s[0].stop) for s in slices if s is not None]
+    return np.asarray(out, np.float32).reshape(-1, 4)

@@ -1,0 +1,106 @@
+"""The Instance-U-Net: shared encoder, U-Net decoder and (optionally) the RPN.
+
+``InstanceUNet(ModelConfig(rpn=False))`` is the plain U-Net baseline of the
+paper (U-BCE); with ``rpn=True`` the RPN losses also train the shared encoder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import torch
+from torch import nn
+
+from hts.errors import HtsError
+from hts.model.anchors import PAPER_ASPECT_RATIOS, PAPER_SCALES, grid_anchors
+from hts.model.rpn import RPNHead
+from hts.model.unet import Decoder, Encoder
+
+STRIDE = 16  # four 2x2 poolings
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of an Instance-U-Net; stored in every checkpoint.
+
+    ``width``: channels of the first step (paper: 64; 16 is the CPU width).
+    ``rpn``: build the RPN head (False = plain U-Net). ``anchor_base``: anchor
+    base size in pixels of the network input; with the paper's scales
+    0.5/1/2 the default 32 gives anchors of 16, 32 and 64 px, which brackets
+    nuclei of 15-60 px diameter.
+    """
+
+    width: int = 16
+    rpn: bool = True
+    anchor_base: float = 32.0
+    scales: tuple[float, ...] = field(default=PAPER_SCALES)
+    aspect_ratios: tuple[float, ...] = field(default=PAPER_ASPECT_RATIOS)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.width, int) or self.width < 1:
+            raise HtsError(f"model width must be a positive integer, got {self.width!r}")
+        if self.anchor_base <= 0:
+            raise HtsError(f"anchor_base must be > 0 px, got {self.anchor_base!r}")
+
+    @property
+    def num_anchors(self) -> int:
+        return len(self.scales) * len(self.aspect_ratios)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["scales"], d["aspect_ratios"] = list(self.scales), list(self.aspect_ratios)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise HtsError(f"unknown model configuration fields {sorted(unknown)}")
+        d = dict(d)
+        for key in ("scales", "aspect_ratios"):
+            if key in d:
+                d[key] = tuple(float(v) for v in d[key])
+        return cls(**d)
+
+
+class InstanceUNet(nn.Module):
+    """Input ``(B, 1, H, W)`` normalised float, H and W multiples of 16.
+
+    ``forward`` returns a dict: ``logits (B, 2, H, W)`` (background,
+    foreground) and, with the RPN, ``rpn_logits (B, A, 2)``,
+    ``rpn_deltas (B, A, 4)`` and ``anchors (A, 4)`` with
+    ``A = H/16 * W/16 * k`` anchors in input pixels.
+    """
+
+    def __init__(self, config: ModelConfig = ModelConfig()) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config.width)
+        self.decoder = Decoder(config.width)
+        self.rpn = RPNHead(8 * config.width, config.num_anchors) if config.rpn else None
+        self._anchor_cache: dict[tuple, torch.Tensor] = {}
+
+    def anchors(self, feature_size: tuple[int, int], device: torch.device) -> torch.Tensor:
+        """Anchors of a feature map size, cached per size and device."""
+        key = (feature_size, str(device))
+        if key not in self._anchor_cache:
+            c = self.config
+            self._anchor_cache[key] = grid_anchors(
+                feature_size, STRIDE, c.anchor_base, c.scales, c.aspect_ratios, device=device
+            )
+        return self._anchor_cache[key]
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if x.ndim != 4 or x.shape[1] != 1:
+            raise HtsError(f"model input must be (B, 1, H, W), got shape {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        if h % STRIDE or w % STRIDE or h == 0 or w == 0:
+            raise HtsError(f"model input sides must be positive multiples of {STRIDE}, got {h}x{w}")
+        features, skips = self.encoder(x)
+        out = {"logits": self.decoder(features, skips)}
+        if self.rpn is not None:
+            out["rpn_logits"], out["rpn_deltas"] = self.rpn(features)
+            out["anchors"] = self.anchors(tuple(features.shape[-2:]), features.device)
+        return out

@@ -1,0 +1,46 @@
+"""Input checks and per-image normalisation, shared by training and inference."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hts.errors import HtsError
+
+PERCENTILES = (1.0, 99.8)
+
+
+def check_image(image: object, name: str = "image") -> np.ndarray:
+    """Return ``image`` as a 2D numeric numpy array or raise a one-line :class:`HtsError`.
+
+    Refused: non-arrays that numpy cannot read as numbers, anything not 2D,
+    empty arrays, bool/complex/object/string dtypes, NaN or inf pixels.
+    ``name`` (a file or parameter) is named in the message.
+    """
+    try:
+        arr = np.asarray(image)
+    except Exception as exc:  # numpy raises many types for ragged input
+        raise HtsError(f"{name}: cannot read as an array ({exc})") from None
+    if arr.dtype == bool:
+        raise HtsError(f"{name}: bool data is a mask, not an intensity image")
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise HtsError(f"{name}: dtype {arr.dtype} is not a real numeric type")
+    if arr.ndim != 2:
+        raise HtsError(f"{name}: expected a 2D (height, width) image, got shape {arr.shape}")
+    if arr.size == 0:
+        raise HtsError(f"{name}: image is empty (shape {arr.shape})")
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        raise HtsError(f"{name}: image has NaN or infinite pixels")
+    return arr
+
+
+def normalize(image: np.ndarray, percentiles: tuple[float, float] = PERCENTILES) -> np.ndarray:
+    """Percentile-normalised float32 copy: the low percentile maps to 0, the high one to 1.
+
+    Robust to the 8/16-bit and float ranges of real microscopes. A constant
+    image maps to all zeros (no nuclei, no error).
+    """
+    arr = np.asarray(image, np.float32)
+    lo, hi = np.percentile(arr, percentiles)
+    if hi - lo <= 1e-12 * max(abs(hi), 1.0):
+        return np.zeros(arr.shape, np.float32)
+    return (arr - np.float32(lo)) / np.float32(hi - lo)

@@ -1,0 +1,181 @@
+"""Training of the Instance-U-Net and its Table 1 variants (``hts train``).
+
+Deterministic on CPU for a given seed: batch ``s`` is drawn from
+``numpy.random.default_rng((seed, s))``, so a run resumed from its
+checkpoint at step ``s`` sees exactly the batches an uninterrupted run sees;
+the torch RNG (anchor sampling) is saved in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from hts.augment import AugmentParams, augment
+from hts.checkpoint import read_checkpoint, save_checkpoint
+from hts.data import Dataset
+from hts.errors import HtsError
+from hts.evaluate import evaluate_model
+from hts.losses import VARIANTS, segmentation_loss, segmentation_target, weight_map
+from hts.model import InstanceUNet, ModelConfig
+from hts.model.boxes import boxes_from_labels
+from hts.model.rpn import rpn_loss
+from hts.preprocess import normalize
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run; stored in the checkpoint."""
+
+    variant: str = "IU-BCE/Dice"
+    width: int = 16
+    anchor_base: float = 32.0
+    steps: int = 2000
+    batch_size: int = 8
+    crop: int = 256  # px, square training crops (multiple of 16)
+    lr: float = 1e-4  # Adam, the paper's rate
+    seed: int = 0
+    val_every: int = 250
+    augment: bool = True
+
+    def __post_init__(self) -> None:
+        if self.variant not in VARIANTS:
+            raise HtsError(f"unknown variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
+        for name in ("steps", "batch_size", "val_every"):
+            if getattr(self, name) < 1:
+                raise HtsError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.crop < 16 or self.crop % 16:
+            raise HtsError(f"crop must be a positive multiple of 16 px, got {self.crop}")
+        if not self.lr > 0:
+            raise HtsError(f"lr must be > 0, got {self.lr}")
+
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(width=self.width, rpn=VARIANTS[self.variant].rpn, anchor_base=self.anchor_base)
+
+
+@dataclass
+class Batch:
+    """A training batch: ``images (B, 1, S, S)``, ``target (B, S, S)``, ``weight (B, S, S)``, boxes per image."""
+
+    images: torch.Tensor
+    target: torch.Tensor
+    weight: torch.Tensor
+    boxes: list[torch.Tensor]
+
+
+def make_batch(images: list[np.ndarray], labels: list[np.ndarray], rng: np.random.Generator, cfg: TrainConfig) -> Batch:
+    """Draw ``cfg.batch_size`` augmented crops from normalised ``images`` and their ``labels``."""
+    ims, tgs, wts, bxs = [], [], [], []
+    params = AugmentParams() if cfg.augment else None
+    for i in rng.integers(0, len(images), cfg.batch_size):
+        im, lb = augment(rng, images[i], labels[i], (cfg.crop, cfg.crop), params)
+        target = segmentation_target(lb)
+        ims.append(im)
+        tgs.append(target)
+        wts.append(weight_map(lb, target))
+        bxs.append(torch.from_numpy(boxes_from_labels(lb)))
+    return Batch(
+        torch.from_numpy(np.stack(ims))[:, None],
+        torch.from_numpy(np.stack(tgs)),
+        torch.from_numpy(np.stack(wts)),
+        bxs,
+    )
+
+
+def train_step(model: InstanceUNet, batch: Batch, cfg: TrainConfig, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Forward pass and losses of one batch (no optimiser step); ``total`` is what to minimise."""
+    out = model(batch.images)
+    losses = {"seg": segmentation_loss(out["logits"], batch.target, batch.weight, VARIANTS[cfg.variant])}
+    if model.rpn is not None:
+        losses["rpn_cls"], losses["rpn_reg"] = rpn_loss(
+            out["rpn_logits"], out["rpn_deltas"], out["anchors"], batch.boxes, generator=generator
+        )
+    losses["total"] = sum(losses.values())
+    return losses
+
+
+def train(
+    cfg: TrainConfig,
+    data: Dataset,
+    val: Dataset | None,
+    out: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Train, validating every ``cfg.val_every`` steps; returns the final checkpoint's ``meta``.
+
+    ``out`` receives the latest checkpoint (with optimiser state, to resume);
+    ``<out>.best.pt`` the one with the best validation DSB score. With
+    ``resume`` an existing ``out`` of the same configuration is continued.
+    """
+    out = Path(out)
+    torch.manual_seed(cfg.seed)
+    torch.use_deterministic_algorithms(True)
+    model = InstanceUNet(cfg.model_config())
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    meta = {"train": asdict(cfg), "data": data.source, "n_train": len(data), "val": val.source if val else None,
+            "history": [], "best": None, "wall_s": 0.0}
+    step = 0
+    if resume and out.exists():
+        ckpt = read_checkpoint(out)
+        if ckpt["meta"].get("train", {}) | {"steps": cfg.steps} != asdict(cfg):
+            raise HtsError(f"cannot resume {out}: it was trained with another configuration {ckpt['meta'].get('train')}")
+        model.load_state_dict(ckpt["state_dict"])
+        opt.load_state_dict(ckpt["optimizer"])
+        gen.set_state(ckpt["rng"])
+        step, meta = ckpt["step"], ckpt["meta"]
+        meta["train"] = asdict(cfg)
+        log(f"resuming {out} at step {step}")
+    if step >= cfg.steps:
+        log(f"{out} is already trained for {step} steps")
+        return meta
+    images = [normalize(im) for im in data.images]
+    if step == 0 and val is not None:  # the untrained baseline: the first point of the mean IU curve
+        meta["history"].append({"step": 0, "val": evaluate_model(model.eval(), val)})
+    model.train()
+    bar = tqdm(total=cfg.steps, initial=step, desc=cfg.variant, unit="step", disable=not progress)
+    t0, done = time.perf_counter(), 0
+    while step < cfg.steps:
+        batch = make_batch(images, data.labels, np.random.default_rng((cfg.seed, step)), cfg)
+        losses = train_step(model, batch, cfg, gen)
+        if not math.isfinite(losses["total"].item()):
+            raise HtsError(f"training diverged at step {step} (loss {losses['total'].item()})")
+        opt.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        opt.step()
+        meta.setdefault("loss_trace", []).append(round(losses["total"].item(), 5))
+        step += 1
+        done += 1
+        elapsed = time.perf_counter() - t0
+        bar.update(1)
+        bar.set_postfix(loss=f"{losses['total'].item():.3f}", img_s=f"{done * cfg.batch_size / elapsed:.1f}")
+        if step % cfg.val_every == 0 or step == cfg.steps:
+            entry = {"step": step, "loss": {k: round(v.item(), 5) for k, v in losses.items()}, "time_s": round(
+                meta.get("wall_s", 0.0) + elapsed, 2)}
+            if val is not None:
+                entry["val"] = evaluate_model(model.eval(), val)
+                model.train()
+                best = meta["best"]
+                if best is None or entry["val"]["dsb_score"] > best["val"]["dsb_score"]:
+                    meta["best"] = entry
+                    save_checkpoint(out.with_suffix(".best.pt"), model, step, meta)
+            meta["history"].append(entry)
+            meta["wall_s"] = meta.get("wall_s", 0.0) + elapsed
+            t0, done = time.perf_counter(), 0
+            save_checkpoint(out, model, step, meta, optimizer=opt.state_dict(), rng=gen.get_state())
+            if val is not None:
+                v = entry["val"]
+                (bar.write if progress else log)(f"step {step}: loss {entry['loss']['total']:.4f}  val mean IU {v['mean_iu']:.4f}  "
+                          f"AP50 {v['ap_50']:.3f}  AJI {v['aji']:.3f}  DSB {v['dsb_score']:.3f}")
+    bar.close()
+    model.eval()
+    return meta

@@ -1,0 +1,85 @@
+"""Bad input gets one-line HtsErrors; normalisation; augmentation keeps image, labels and boxes consistent."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import hts
+from hts.augment import AugmentParams, augment, warp_pair
+from hts.errors import HtsError
+from hts.model import InstanceUNet, ModelConfig
+from hts.model.boxes import boxes_from_labels
+from hts.preprocess import check_image, normalize
+from hts.synthetic import SyntheticConfig, generate
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (np.zeros((4, 4, 4)), "2D"),
+        (np.zeros(5), "2D"),
+        (np.zeros((0, 5)), "empty"),
+        (np.array([["a", "b"]]), "dtype"),
+        (np.ones((4, 4), bool), "bool"),
+        (np.array([[1.0, np.nan], [0, 0]]), "NaN"),
+        (np.array([[1.0, np.inf], [0, 0]]), "NaN or infinite"),
+        (np.ones((3, 3), complex), "dtype"),
+    ],
+)
+def test_check_image_rejects(bad, match):
+    with pytest.raises(HtsError, match=match):
+        check_image(bad)
+
+
+def test_segment_rejects_bad_input_before_the_model():
+    model = InstanceUNet(ModelConfig(width=4))
+    with pytest.raises(HtsError, match="NaN"):
+        hts.segment(np.full((32, 32), np.nan), model)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64, np.int32])
+def test_segment_any_dtype_and_non_multiple_shape(dtype):
+    image, _ = generate(SyntheticConfig(shape=(70, 90), dtype="float32"), seed=0)
+    labels = hts.segment(image.astype(dtype), InstanceUNet(ModelConfig(width=4)))
+    assert labels.shape == (70, 90) and labels.dtype == np.uint32
+
+
+def test_constant_image_gives_no_nuclei_and_no_error():
+    assert normalize(np.full((8, 8), 7.0)).max() == 0
+    labels = hts.segment(np.full((64, 64), 300, np.uint16), InstanceUNet(ModelConfig(width=4)))
+    assert labels.dtype == np.uint32
+
+
+def test_normalize_percentiles():
+    x = np.arange(1000, dtype=np.float32).reshape(20, 50)
+    n = normalize(x)
+    lo, hi = np.percentile(x, (1, 99.8))
+    assert n[0, 0] == pytest.approx((0 - lo) / (hi - lo))
+    assert np.percentile(n, 99.8) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_augmentation_is_consistent_for_image_labels_and_boxes():
+    image, labels = generate(SyntheticConfig(shape=(128, 128), dtype="float32", debris=0), seed=4)
+    rng = np.random.default_rng(0)
+    norm = normalize(image)
+    for _ in range(5):
+        im, lb = augment(rng, norm, labels, (96, 96), AugmentParams())
+        assert im.shape == lb.shape == (96, 96) and lb.dtype == labels.dtype
+        assert set(np.unique(lb)) <= set(np.unique(labels))  # nearest-neighbour labels: no new ids
+        if lb.any():
+            inside, outside = im[lb > 0].mean(), im[lb == 0].mean()
+            assert inside > outside + 0.2  # nuclei stay where the labels are
+            boxes = boxes_from_labels(lb)
+            ys, xs = np.nonzero(lb == np.unique(lb)[1])
+            assert tuple(boxes[0]) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+
+
+def test_warp_identity_is_a_crop_and_outside_is_background():
+    image = np.arange(64 * 64, dtype=np.float32).reshape(64, 64)
+    labels = (image % 7).astype(np.int32)
+    im, lb = warp_pair(image, labels, np.eye(2), (31.5, 31.5), (32, 32))
+    np.testing.assert_allclose(im, image[16:48, 16:48], atol=1e-3)
+    np.testing.assert_array_equal(lb, labels[16:48, 16:48])
+    im, lb = warp_pair(image, labels, np.eye(2), (0.0, 0.0), (32, 32))  # three quarters outside
+    assert (im[:15] == 0).all() and (lb[:15] == 0).all()

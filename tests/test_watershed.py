@@ -1,0 +1,65 @@
+"""The watershed layer: RPN-centroid markers on the foreground."""
+
+from __future__ import annotations
+
+import numpy as np
+from skimage.draw import disk
+
+from hts.watershed import centroid_markers, distance_markers, instance_labels, watershed_layer
+
+
+def touching_discs() -> tuple[np.ndarray, np.ndarray]:
+    fg = np.zeros((40, 60), bool)
+    truth = np.zeros((40, 60), np.uint32)
+    for i, cx in enumerate((20, 36), start=1):
+        rr, cc = disk((20, cx), 10)
+        fg[rr, cc] = True
+        truth[rr, cc] = np.where(truth[rr, cc] == 0, i, truth[rr, cc])
+    return fg, truth
+
+
+def test_separates_two_touching_discs_at_the_neck():
+    fg, _ = touching_discs()
+    markers = centroid_markers(np.array([[20.5, 20.5], [36.5, 20.5]]), fg)
+    labels = watershed_layer(fg, markers)
+    assert labels.dtype == np.uint32
+    assert labels.max() == 2
+    assert labels[20, 15] != labels[20, 41]
+    # The line falls at the neck (x = 28): everything left of it is one nucleus.
+    assert set(np.unique(labels[:, :27][fg[:, :27]])) == {labels[20, 15]}
+    assert set(np.unique(labels[:, 30:][fg[:, 30:]])) == {labels[20, 41]}
+    assert ((labels > 0) == fg).all()
+
+
+def test_markerless_component_is_kept():
+    fg, _ = touching_discs()
+    fg[2:6, 50:56] = True  # a separate blob that gets no marker
+    markers = centroid_markers(np.array([[20.5, 20.5]]), fg)
+    labels = watershed_layer(fg, markers)
+    assert labels.max() == 2  # the two discs as one (one marker) + the blob
+    assert labels[3, 52] != 0 and labels[3, 52] != labels[20, 20]
+    assert ((labels > 0) == fg).all()
+
+
+def test_markers_outside_or_on_background_are_dropped():
+    fg, _ = touching_discs()
+    m = centroid_markers(np.array([[-3.0, 5.0], [1.0, 1.0], [20.2, 20.9], [200.0, 1.0]]), fg)
+    assert np.count_nonzero(m) == 1 and m[20, 20] == 3
+
+
+def test_empty_foreground_and_min_size():
+    assert watershed_layer(np.zeros((5, 5), bool), np.zeros((5, 5), np.int32)).max() == 0
+    fg = np.zeros((10, 10), bool)
+    fg[0:2, 0:2] = True
+    fg[5:9, 5:9] = True
+    assert watershed_layer(fg, np.zeros((10, 10), np.int32), min_size=5).max() == 1
+
+
+def test_instance_labels_with_boxes_and_distance_markers():
+    fg, _ = touching_discs()
+    prob = fg.astype(np.float32) * 0.9
+    boxes = np.array([[10, 10, 31, 31], [26, 10, 47, 31]], np.float32)
+    assert instance_labels(prob, boxes).max() == 2
+    assert instance_labels(prob, np.zeros((0, 4))).max() == 1  # no markers: one component, not dropped
+    assert distance_markers(fg, min_distance=5).max() == 2
+    assert instance_labels(prob, None).max() == 2
