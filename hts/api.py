@@ -12,6 +12,7 @@ from hts.infer import predict
 from hts.model import InstanceUNet
 from hts.preprocess import check_image, normalize
 from hts.pretrained import default_model
+from hts.scale import estimate_diameter, scale_factor
 from hts.watershed import instance_labels
 
 
@@ -28,6 +29,7 @@ def segment(
     image: np.ndarray,
     model: InstanceUNet | str | os.PathLike | None = None,
     *,
+    diameter: float | None = None,
     device: str | torch.device | None = None,
     threshold: float = 0.5,
     min_size: int = 0,
@@ -36,12 +38,18 @@ def segment(
 
     ``image (H, W)`` of any integer or float dtype (normalised per image by
     percentiles); ``model`` is a model, a checkpoint path, or ``None`` for the
-    shipped default. Returns uint32 labels of the same shape, 0 = background,
-    1..N = nuclei. A model with RPN uses its box centroids as watershed markers
-    (the Instance-U-Net); a plain U-Net uses distance-transform peaks.
+    shipped default. ``diameter``: median nucleus diameter in px; the image is
+    resampled so nuclei match the model's canonical diameter; None estimates
+    it (:func:`hts.scale.estimate_diameter`). Returns uint32 labels of the
+    same shape, 0 = background, 1..N = nuclei. A model with RPN uses its box
+    centroids as watershed markers (the Instance-U-Net); a plain U-Net uses
+    distance-transform peaks.
     """
     arr = check_image(image)
     net = resolve_model(model)
-    pred = predict(net, normalize(arr), device=device)
+    scale = 1.0
+    if net.config.diameter is not None:
+        scale = scale_factor(net.config.diameter, diameter if diameter is not None else estimate_diameter(arr))
+    pred = predict(net, normalize(arr), device=device, scale=scale)
     boxes = pred.boxes if net.config.rpn else None
     return instance_labels(pred.prob, boxes, threshold=threshold, min_size=min_size)

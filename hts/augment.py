@@ -62,8 +62,12 @@ def augment(
     labels: np.ndarray,
     crop: tuple[int, int],
     params: AugmentParams | None = AugmentParams(),
+    zoom: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A random augmented ``crop`` of a normalised image and its labels.
+
+    ``zoom`` enlarges the content on top of the random scaling (used to bring
+    each image's nuclei to the model's canonical diameter).
 
     The crop centre is uniform over the source image (so borders are seen
     as often as the middle); ``params=None`` gives
@@ -71,5 +75,5 @@ def augment(
     """
     h, w = labels.shape
     center = (rng.uniform(0, h - 1), rng.uniform(0, w - 1))
-    matrix = np.eye(2) if params is None else random_affine(rng, params)
+    matrix = (np.eye(2) if params is None else random_affine(rng, params)) / zoom
     return warp_pair(image, labels, matrix, center, crop)

@@ -32,6 +32,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed; fixes the run on CPU (default %(default)s)")
     p.add_argument("--val-every", type=int, default=250, help="validate and checkpoint every N steps (default %(default)s)")
+    p.add_argument("--diameter", type=float, default=32.0,
+                   help="canonical nucleus diameter in px: each training image is resampled so its median nucleus "
+                   "has this size (default %(default)s); 0 trains at the data's native scale")
     p.add_argument("--n-synthetic", type=int, default=64, help="images generated when --data/--val is 'synthetic'")
     p.add_argument("--no-augment", action="store_true", help="plain random crops (no mirror/scale/rotation)")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out exists")
@@ -46,6 +49,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--pred", help="predicted labels .npz (n, labels_0000, ...)")
     p.add_argument("--markers", choices=["auto", "rpn", "distance"], default="auto",
                    help="watershed markers for --model: RPN centroids or distance peaks (default: RPN if the model has one)")
+    p.add_argument("--diameter", default="gt",
+                   help="nucleus diameter for --model: 'gt' (each image's ground-truth median, a known "
+                   "magnification; default), 'auto' (estimated per image) or a number of px")
     p.add_argument("--save-pred", type=Path, help="also write the predicted labels to this .npz")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -57,6 +63,7 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", type=Path, help="2D image: .tif/.tiff, .png or .npy")
     p.add_argument("output", type=Path, help="label image: .tif/.tiff or .npy (uint32, 0 = background)")
     p.add_argument("--model", help="checkpoint (default: the shipped model)")
+    p.add_argument("--diameter", type=float, help="median nucleus diameter in px (default: estimated)")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.set_defaults(func=cmd_segment)
 
@@ -84,7 +91,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig(variant=args.variant, width=args.width, anchor_base=args.anchor_base, steps=args.steps,
                       batch_size=args.batch_size, crop=args.crop, lr=args.lr, seed=args.seed,
-                      val_every=args.val_every, augment=not args.no_augment)
+                      val_every=args.val_every, augment=not args.no_augment, diameter=args.diameter or None)
     data = open_dataset(args.data, args.n_synthetic, seed=args.seed)
     val = open_dataset(args.val, max(args.n_synthetic // 4, 1), seed=args.seed + 10_000) if args.val else None
     meta = train(cfg, data, val, args.out, resume=not args.no_resume)
@@ -106,7 +113,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from hts.evaluate import predict_dataset
 
         model, _ = load_model(args.model)
-        labels, probs = predict_dataset(model, data.images, args.device, progress=not args.json, markers=args.markers)
+        labels, probs = predict_dataset(model, data.images, args.device, progress=not args.json, markers=args.markers,
+                                        diameters=_eval_diameters(args.diameter, data))
         if args.save_pred:
             save_labels_npz(args.save_pred, labels, data.ids)
     else:
@@ -126,6 +134,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_diameters(spec: str, data) -> list[float | None]:
+    from hts.scale import estimate_diameter, median_diameter
+
+    if spec == "gt":
+        return [median_diameter(lb) for lb in data.labels]
+    if spec == "auto":
+        return [estimate_diameter(im) for im in data.images]
+    try:
+        value = float(spec)
+    except ValueError:
+        raise HtsError(f"--diameter must be 'gt', 'auto' or a number of px, got {spec!r}") from None
+    if not value > 0:
+        raise HtsError(f"--diameter must be > 0 px, got {spec}")
+    return [value] * len(data)
+
+
 def cmd_segment(args: argparse.Namespace) -> int:
     from hts.api import segment
     from hts.read import read_image
@@ -133,7 +157,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
     check_label_path(args.output)
     image = read_image(args.input)
-    labels = segment(image, args.model, device=args.device)
+    labels = segment(image, args.model, diameter=args.diameter, device=args.device)
     write_labels(args.output, labels)
     print(f"{args.input}: {int(labels.max())} nuclei -> {args.output}")
     return 0

@@ -17,9 +17,6 @@ import numpy as np
 
 from hts.errors import HtsError
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
 @dataclass
 class Dataset:
     """Images and instance labels of equal shapes (lists, one entry per sample)."""

@@ -39,7 +39,7 @@ def run_demo(out: Path, steps: int = DEMO_TRAIN.steps, seed: int = 0) -> int:
 
     image, truth = generate(SyntheticConfig(shape=(512, 512)), seed=seed + 2)
     t1 = time.perf_counter()
-    found = segment(image, model)
+    found = segment(image, model, diameter=SyntheticConfig().diameter)
     seg_s = time.perf_counter() - t1
     np.save(out / "demo-image.npy", image)
     write_labels(out / "demo-labels.tif", found)

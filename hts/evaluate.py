@@ -11,6 +11,7 @@ from hts.infer import predict
 from hts.metrics import evaluate_dataset
 from hts.model import InstanceUNet
 from hts.preprocess import normalize
+from hts.scale import median_diameter, scale_factor
 from hts.watershed import instance_labels
 
 
@@ -20,16 +21,21 @@ def predict_dataset(
     device: str | torch.device | None = None,
     progress: bool = False,
     markers: str = "auto",
+    diameters: list[float | None] | None = None,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Labels and foreground probabilities for each image (single pass per image).
 
     ``markers``: ``"rpn"`` (box centroids), ``"distance"`` (distance-transform
-    peaks) or ``"auto"`` (RPN when the model has one).
+    peaks) or ``"auto"`` (RPN when the model has one). ``diameters``: the
+    median nucleus diameter (px) of each image, used to resample it to the
+    model's canonical diameter; None for an image uses it as it is.
     """
     use_rpn = model.config.rpn if markers == "auto" else markers == "rpn"
+    diameters = diameters or [None] * len(images)
     labels, probs = [], []
-    for image in tqdm(images, desc="predict", unit="img", disable=not progress, leave=False):
-        pred = predict(model, normalize(image), device=device)
+    for image, diameter in tqdm(list(zip(images, diameters)), desc="predict", unit="img", disable=not progress, leave=False):
+        scale = scale_factor(model.config.diameter, diameter) if model.config.diameter else 1.0
+        pred = predict(model, normalize(image), device=device, scale=scale)
         labels.append(instance_labels(pred.prob, pred.boxes if use_rpn else None))
         probs.append(pred.prob)
     return labels, probs
@@ -42,6 +48,11 @@ def evaluate_model(
     progress: bool = False,
     markers: str = "auto",
 ) -> dict:
-    """All metrics of :func:`hts.metrics.evaluate_dataset`, ``rmse`` included."""
-    labels, probs = predict_dataset(model, data.images, device, progress, markers)
+    """All metrics of :func:`hts.metrics.evaluate_dataset`, ``rmse`` included.
+
+    Each image is resampled by its ground-truth median nucleus diameter (the
+    setting of a screen whose magnification is known).
+    """
+    diameters = [median_diameter(lb) for lb in data.labels]
+    labels, probs = predict_dataset(model, data.images, device, progress, markers, diameters)
     return evaluate_dataset(data.labels, labels, probs)

@@ -14,6 +14,7 @@ import torch
 from hts.model import InstanceUNet
 from hts.model.network import STRIDE
 from hts.model.rpn import ProposalParams, proposals
+from hts.scale import rescale, resize_to
 
 
 @dataclass
@@ -50,16 +51,25 @@ def predict(
     image: np.ndarray,
     params: ProposalParams = ProposalParams(),
     device: str | torch.device | None = None,
+    scale: float = 1.0,
 ) -> Prediction:
-    """Run ``model`` on one normalised ``(H, W)`` float image (see :func:`hts.preprocess.normalize`)."""
+    """Run ``model`` on one normalised ``(H, W)`` float image (see :func:`hts.preprocess.normalize`).
+
+    ``scale`` resamples the image before the network (see
+    :func:`hts.scale.scale_factor`); probabilities and boxes come back in the
+    input's pixel frame.
+    """
     dev = resolve_device(device)
     model = model.to(dev).eval()
-    h, w = image.shape
-    x = torch.from_numpy(np.ascontiguousarray(pad_to_multiple(image), np.float32))[None, None].to(dev)
+    scaled = rescale(image, scale)
+    h, w = scaled.shape
+    x = torch.from_numpy(np.ascontiguousarray(pad_to_multiple(scaled), np.float32))[None, None].to(dev)
     out = model(x)
-    prob = out["logits"].float().softmax(1)[0, 1, :h, :w].cpu().numpy()
+    prob = resize_to(out["logits"].float().softmax(1)[0, 1, :h, :w].cpu().numpy(), image.shape)
     if "rpn_logits" not in out:
         empty = np.zeros((0, 4), np.float32)
         return Prediction(prob, empty, np.zeros(0, np.float32))
     (boxes, scores), = proposals(out["rpn_logits"], out["rpn_deltas"], out["anchors"], (h, w), params)
-    return Prediction(prob, boxes.cpu().numpy(), scores.cpu().numpy())
+    sy, sx = image.shape[0] / h, image.shape[1] / w
+    boxes = boxes.cpu().numpy() * np.array([sx, sy, sx, sy], np.float32)
+    return Prediction(prob, boxes, scores.cpu().numpy())

@@ -28,6 +28,7 @@ from hts.model import InstanceUNet, ModelConfig
 from hts.model.boxes import boxes_from_labels
 from hts.model.rpn import rpn_loss
 from hts.preprocess import normalize
+from hts.scale import median_diameter, scale_factor
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class TrainConfig:
     seed: int = 0
     val_every: int = 250
     augment: bool = True
+    diameter: float | None = 32.0  # canonical nucleus diameter (px); None: native scale
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -57,7 +59,8 @@ class TrainConfig:
             raise HtsError(f"lr must be > 0, got {self.lr}")
 
     def model_config(self) -> ModelConfig:
-        return ModelConfig(width=self.width, rpn=VARIANTS[self.variant].rpn, anchor_base=self.anchor_base)
+        return ModelConfig(width=self.width, rpn=VARIANTS[self.variant].rpn, anchor_base=self.anchor_base,
+                           diameter=self.diameter)
 
 
 @dataclass
@@ -70,12 +73,28 @@ class Batch:
     boxes: list[torch.Tensor]
 
 
-def make_batch(images: list[np.ndarray], labels: list[np.ndarray], rng: np.random.Generator, cfg: TrainConfig) -> Batch:
-    """Draw ``cfg.batch_size`` augmented crops from normalised ``images`` and their ``labels``."""
+def zoom_factors(labels: list[np.ndarray], diameter: float | None) -> list[float]:
+    """Per image, the zoom that brings its median nucleus diameter to ``diameter`` (1 if None or empty)."""
+    return [scale_factor(diameter, median_diameter(lb)) if diameter else 1.0 for lb in labels]
+
+
+def make_batch(
+    images: list[np.ndarray],
+    labels: list[np.ndarray],
+    rng: np.random.Generator,
+    cfg: TrainConfig,
+    zooms: list[float] | None = None,
+) -> Batch:
+    """Draw ``cfg.batch_size`` augmented crops from normalised ``images`` and their ``labels``.
+
+    ``zooms`` (per image, see :func:`zoom_factors`) resample each image to
+    the canonical nucleus diameter; default no zoom.
+    """
     ims, tgs, wts, bxs = [], [], [], []
     params = AugmentParams() if cfg.augment else None
     for i in rng.integers(0, len(images), cfg.batch_size):
-        im, lb = augment(rng, images[i], labels[i], (cfg.crop, cfg.crop), params)
+        zoom = 1.0 if zooms is None else zooms[i]
+        im, lb = augment(rng, images[i], labels[i], (cfg.crop, cfg.crop), params, zoom)
         target = segmentation_target(lb)
         ims.append(im)
         tgs.append(target)
@@ -139,13 +158,14 @@ def train(
         log(f"{out} is already trained for {step} steps")
         return meta
     images = [normalize(im) for im in data.images]
+    zooms = zoom_factors(data.labels, cfg.diameter)
     if step == 0 and val is not None:  # the untrained baseline: the first point of the mean IU curve
         meta["history"].append({"step": 0, "val": evaluate_model(model.eval(), val)})
     model.train()
     bar = tqdm(total=cfg.steps, initial=step, desc=cfg.variant, unit="step", disable=not progress)
     t0, done = time.perf_counter(), 0
     while step < cfg.steps:
-        batch = make_batch(images, data.labels, np.random.default_rng((cfg.seed, step)), cfg)
+        batch = make_batch(images, data.labels, np.random.default_rng((cfg.seed, step)), cfg, zooms)
         losses = train_step(model, batch, cfg, gen)
         if not math.isfinite(losses["total"].item()):
             raise HtsError(f"training diverged at step {step} (loss {losses['total'].item()})")

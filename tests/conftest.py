@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
-from hts.data import SHARED_DATA
+# ../shared/data beside the checkout (see ../shared/data/README.md); not part of the project.
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 TRAIN_NPZ = SHARED_DATA / "dsb2018_fluo_train.npz"
 VAL_NPZ = SHARED_DATA / "dsb2018_fluo_val.npz"

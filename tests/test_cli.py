@@ -127,3 +127,11 @@ def test_train_cli_then_eval(data_npz, tmp_path):
                 "--batch-size", "2", "--crop", "64", "--val-every", "2")
     assert "already trained" in again.stdout
     json.loads(hts("eval", "--data", data_npz, "--model", out.with_suffix(".best.pt"), "--json").stdout)
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end(tmp_path):
+    proc = hts("demo", "--out", tmp_path / "demo", "--steps", "10")
+    assert "nuclei, true count" in proc.stdout
+    labels = tifffile.imread(tmp_path / "demo" / "demo-labels.tif")
+    assert labels.dtype == np.uint32 and labels.shape == (512, 512)

@@ -28,7 +28,10 @@ class ModelConfig:
     ``rpn``: build the RPN head (False = plain U-Net). ``anchor_base``: anchor
     base size in pixels of the network input; with the paper's scales
     0.5/1/2 the default 32 gives anchors of 16, 32 and 64 px, which brackets
-    nuclei of 15-60 px diameter.
+    nuclei of 15-60 px diameter. ``diameter``: the canonical nucleus
+    diameter (px) the model was trained at; inputs are resampled so their
+    nuclei have this size (see :mod:`hts.scale`); None: trained at the
+    data's native scale, inputs are used as they are.
     """
 
     width: int = 16
@@ -36,10 +39,13 @@ class ModelConfig:
     anchor_base: float = 32.0
     scales: tuple[float, ...] = field(default=PAPER_SCALES)
     aspect_ratios: tuple[float, ...] = field(default=PAPER_ASPECT_RATIOS)
+    diameter: float | None = 32.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.width, int) or self.width < 1:
             raise HtsError(f"model width must be a positive integer, got {self.width!r}")
+        if self.diameter is not None and not self.diameter > 0:
+            raise HtsError(f"diameter must be > 0 px, got {self.diameter!r}")
         if self.anchor_base <= 0:
             raise HtsError(f"anchor_base must be > 0 px, got {self.anchor_base!r}")
 
