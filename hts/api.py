@@ -1,19 +1,26 @@
-"""The Python API: ``hts.segment(image) -> labels``."""
+"""The Python API: ``hts.segment(image) -> labels`` for images of any size."""
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
 import torch
+import zarr
 
+from hts.blockwise import BLOCK, segment_blocks
 from hts.checkpoint import load_model
+from hts.errors import HtsError
 from hts.infer import predict
 from hts.model import InstanceUNet
-from hts.preprocess import check_image, normalize
+from hts.preprocess import check_image, intensity_range, normalize
 from hts.pretrained import default_model
 from hts.scale import estimate_diameter, scale_factor
 from hts.watershed import instance_labels
+
+IN_MEMORY_MAX_PIXELS = 4096 * 4096  # larger numpy images go block by block
+HALO_NETWORK_PX = 160  # block halo in network pixels: tile overlap plus two canonical nuclei
 
 
 def resolve_model(model: InstanceUNet | str | os.PathLike | None) -> InstanceUNet:
@@ -25,31 +32,81 @@ def resolve_model(model: InstanceUNet | str | os.PathLike | None) -> InstanceUNe
     return load_model(model)[0]
 
 
+def _check_lazy(image) -> None:
+    """Shape and dtype checks for a zarr/dask array without reading it (pixels are checked per block)."""
+    shape, dtype = tuple(image.shape), np.dtype(image.dtype)
+    if len(shape) != 2:
+        raise HtsError(f"image: expected a 2D (height, width) array, got shape {shape}")
+    if 0 in shape:
+        raise HtsError(f"image: image is empty (shape {shape})")
+    if dtype == bool or not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+        raise HtsError(f"image: dtype {dtype} is not a real numeric intensity type")
+
+
+def _central_crop(image, size: int = 2048) -> np.ndarray:
+    h, w = image.shape
+    y0, x0 = max((h - size) // 2, 0), max((w - size) // 2, 0)
+    crop = image[y0 : y0 + size, x0 : x0 + size]
+    return np.asarray(crop.compute() if hasattr(crop, "compute") else crop)
+
+
 def segment(
-    image: np.ndarray,
+    image,
     model: InstanceUNet | str | os.PathLike | None = None,
-    *,
     diameter: float | None = None,
     device: str | torch.device | None = None,
+    batch_size: int | None = None,
+    *,
+    out: zarr.Array | str | os.PathLike | None = None,
     threshold: float = 0.5,
     min_size: int = 0,
-) -> np.ndarray:
-    """Segment the nuclei of one 2D fluorescence image.
+    progress: bool = False,
+) -> np.ndarray | zarr.Array:
+    """Segment the nuclei of a 2D fluorescence image of any size.
 
-    ``image (H, W)`` of any integer or float dtype (normalised per image by
-    percentiles); ``model`` is a model, a checkpoint path, or ``None`` for the
-    shipped default. ``diameter``: median nucleus diameter in px; the image is
-    resampled so nuclei match the model's canonical diameter; None estimates
-    it (:func:`hts.scale.estimate_diameter`). Returns uint32 labels of the
-    same shape, 0 = background, 1..N = nuclei. A model with RPN uses its box
-    centroids as watershed markers (the Instance-U-Net); a plain U-Net uses
-    distance-transform peaks.
+    ``image (H, W)``: a numpy array, or a zarr/dask array (read block by
+    block, never whole), of any integer or float dtype (normalised per image,
+    or per block for large images, by percentiles). ``model``: a model, a
+    checkpoint path, or None for the shipped default. ``diameter``: median
+    nucleus diameter in px; the image is resampled so nuclei match the
+    model's canonical diameter; None estimates it (on a central crop of large
+    images). ``device``: torch device (default CUDA when available).
+    ``batch_size``: 448x448 tiles per forward pass (default 4).
+
+    Returns uint32 labels of the same shape, 0 = background, 1..N = nuclei:
+    a numpy array, or, for zarr/dask input, numpy images over 4096x4096 px or
+    when ``out`` (a Zarr array or path) is given, the labels written to the
+    Zarr array ``out`` (a numpy array if ``out`` is None). A model with RPN
+    uses its box centroids as watershed markers (the Instance-U-Net); a plain
+    U-Net uses distance-transform peaks.
     """
-    arr = check_image(image)
     net = resolve_model(model)
-    scale = 1.0
-    if net.config.diameter is not None:
-        scale = scale_factor(net.config.diameter, diameter if diameter is not None else estimate_diameter(arr))
-    pred = predict(net, normalize(arr), device=device, scale=scale)
-    boxes = pred.boxes if net.config.rpn else None
-    return instance_labels(pred.prob, boxes, threshold=threshold, min_size=min_size)
+    lazy = not isinstance(image, np.ndarray)
+    if lazy and not hasattr(image, "shape"):
+        image = check_image(image)
+        lazy = False
+    if lazy:
+        _check_lazy(image)
+    else:
+        image = check_image(image)
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise HtsError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if diameter is None and net.config.diameter is not None:
+        diameter = estimate_diameter(_central_crop(image) if lazy else image)
+    scale = scale_factor(net.config.diameter, diameter) if net.config.diameter is not None else 1.0
+
+    def run(region: np.ndarray, name: str = "image", value_range: tuple[float, float] | None = None) -> np.ndarray:
+        region = check_image(region, name)
+        pred = predict(net, normalize(region, value_range=value_range), device=device, scale=scale, batch_size=batch_size or 4,
+                       progress=progress)
+        boxes = pred.boxes if net.config.rpn else None
+        # Distance-peak markers (plain U-Net) at least a third of a nucleus apart.
+        min_distance = max(3, round((diameter or 15) / 3))
+        return instance_labels(pred.prob, boxes, threshold=threshold, min_size=min_size, min_distance=min_distance)
+
+    if not lazy and out is None and image.size <= IN_MEMORY_MAX_PIXELS:
+        return run(image)
+    halo = math.ceil(HALO_NETWORK_PX / scale)
+    value_range = intensity_range(image)
+    return segment_blocks(image, lambda r: run(r, "image block", value_range), halo=halo, out=out, block=max(BLOCK, 4 * halo),
+                          progress=progress)

@@ -59,11 +59,14 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_segment(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("segment", help="segment the nuclei of one 2D image (TIFF, PNG or NPY)")
-    p.add_argument("input", type=Path, help="2D image: .tif/.tiff, .png or .npy")
-    p.add_argument("output", type=Path, help="label image: .tif/.tiff or .npy (uint32, 0 = background)")
+    p = sub.add_parser("segment", help="segment the nuclei of one 2D image of any size",
+                       description="Segment one 2D image; large and Zarr images are processed block by block "
+                       "in bounded memory.")
+    p.add_argument("input", type=Path, help="2D image: .tif/.tiff, .png, .npy or a .zarr array")
+    p.add_argument("output", type=Path, help="labels (uint32, 0 = background): .tif/.tiff, .npy or .zarr")
     p.add_argument("--model", help="checkpoint (default: the shipped model)")
     p.add_argument("--diameter", type=float, help="median nucleus diameter in px (default: estimated)")
+    p.add_argument("--batch-size", type=int, help="448x448 tiles per forward pass (default 4)")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.set_defaults(func=cmd_segment)
 
@@ -152,14 +155,19 @@ def _eval_diameters(spec: str, data) -> list[float | None]:
 
 def cmd_segment(args: argparse.Namespace) -> int:
     from hts.api import segment
-    from hts.read import read_image
+    from hts.read import open_image
     from hts.write import check_label_path, write_labels
 
-    check_label_path(args.output)
-    image = read_image(args.input)
-    labels = segment(image, args.model, diameter=args.diameter, device=args.device)
-    write_labels(args.output, labels)
-    print(f"{args.input}: {int(labels.max())} nuclei -> {args.output}")
+    to_zarr = args.output.suffix.lower() == ".zarr"
+    if not to_zarr:
+        check_label_path(args.output)
+    image = open_image(args.input)
+    labels = segment(image, args.model, diameter=args.diameter, device=args.device, batch_size=args.batch_size,
+                     out=args.output if to_zarr else None, progress=True)
+    if not to_zarr:
+        write_labels(args.output, labels)
+    n = labels.attrs["n_nuclei"] if to_zarr else int(labels.max())
+    print(f"{args.input}: {n} nuclei -> {args.output}")
     return 0
 
 

@@ -1,7 +1,11 @@
-"""Inference: one normalised image through the model, foreground probability and RPN boxes out.
+"""Inference: a normalised image of any size through the model in overlapping tiles.
 
-This is the single-pass form (the whole image in one forward pass, padded to
-a multiple of 16). Plain torch and numpy; no Dask.
+Tiles (:mod:`hts.tile`) go through the network in batches; foreground
+probabilities are blended with linear ramps over the overlaps into one
+seamless map; the RPN proposals of all tiles are merged by ownership (a tile
+keeps the boxes whose centroid lies in its core) followed by NMS across
+tiles, so a nucleus on a seam gets exactly one marker. Plain torch and
+numpy; no Dask.
 """
 
 from __future__ import annotations
@@ -10,11 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from hts.model import InstanceUNet
-from hts.model.network import STRIDE
+from hts.model.boxes import nms
 from hts.model.rpn import ProposalParams, proposals
 from hts.scale import rescale, resize_to
+from hts.tile import OVERLAP, TILE, blend_ramp, tile_grid
 
 
 @dataclass
@@ -31,13 +37,6 @@ class Prediction:
     scores: np.ndarray
 
 
-def pad_to_multiple(image: np.ndarray, multiple: int = STRIDE) -> np.ndarray:
-    """Zero-pad ``(H, W)`` at the bottom/right to the next multiple of ``multiple`` per side."""
-    h, w = image.shape
-    ph, pw = -h % multiple, -w % multiple
-    return np.pad(image, ((0, ph), (0, pw))) if ph or pw else image
-
-
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``None`` -> CUDA when available, else CPU."""
     if device is None:
@@ -45,31 +44,95 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
+def _forward(model: InstanceUNet, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One batch through the model; on CUDA with channels_last and bf16 autocast."""
+    if x.device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            return model(x)
+    return model(x)
+
+
 @torch.inference_mode()
+def predict_tiles(
+    model: InstanceUNet,
+    image: np.ndarray,
+    params: ProposalParams = ProposalParams(),
+    device: torch.device | None = None,
+    tile: int = TILE,
+    overlap: int = OVERLAP,
+    batch_size: int = 4,
+    progress: bool = False,
+) -> Prediction:
+    """Tiled prediction of a normalised float32 ``(H, W)`` image in the network's frame."""
+    dev = device or resolve_device(None)
+    h, w = image.shape
+    tiles, (th, tw) = tile_grid((h, w), tile, overlap)
+    weight = np.outer(blend_ramp(th, overlap), blend_ramp(tw, overlap)).astype(np.float32)
+    prob_sum = np.zeros((h, w), np.float32)
+    weight_sum = np.zeros((h, w), np.float32)
+    all_boxes, all_scores = [], []
+    batches = [tiles[i : i + batch_size] for i in range(0, len(tiles), batch_size)]
+    for batch in tqdm(batches, desc="tiles", unit="batch", disable=not progress or len(batches) < 4, leave=False):
+        x = np.zeros((len(batch), 1, th, tw), np.float32)
+        for k, t in enumerate(batch):
+            x[k, 0, : t.h, : t.w] = image[t.y0 : t.y0 + t.h, t.x0 : t.x0 + t.w]
+        out = _forward(model, torch.from_numpy(x).to(dev))
+        probs = out["logits"].float().softmax(1)[:, 1].cpu().numpy()
+        for k, t in enumerate(batch):
+            wk = weight[: t.h, : t.w]
+            prob_sum[t.y0 : t.y0 + t.h, t.x0 : t.x0 + t.w] += probs[k, : t.h, : t.w] * wk
+            weight_sum[t.y0 : t.y0 + t.h, t.x0 : t.x0 + t.w] += wk
+        if "rpn_logits" not in out:
+            continue
+        for k, (boxes, scores) in enumerate(proposals(out["rpn_logits"], out["rpn_deltas"], out["anchors"], (th, tw), params)):
+            t = batch[k]
+            boxes = boxes.float().cpu()
+            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, t.w)  # a small image's tile has zero padding
+            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, t.h)
+            cx = (boxes[:, 0] + boxes[:, 2]) / 2
+            cy = (boxes[:, 1] + boxes[:, 3]) / 2
+            y_lo, y_hi, x_lo, x_hi = t.core
+            own = (cy + t.y0 >= y_lo) & (cy + t.y0 < y_hi) & (cx + t.x0 >= x_lo) & (cx + t.x0 < x_hi)
+            all_boxes.append(boxes[own] + torch.tensor([t.x0, t.y0, t.x0, t.y0], dtype=torch.float32))
+            all_scores.append(scores.float().cpu()[own])
+    prob = prob_sum / weight_sum
+    if not all_boxes:
+        return Prediction(prob, np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
+    boxes, scores = torch.cat(all_boxes), torch.cat(all_scores)
+    if len(tiles) > 1:  # one nucleus near a core boundary may be proposed by two tiles
+        keep = nms(boxes, scores, params.nms_iou)
+        boxes, scores = boxes[keep], scores[keep]
+    return Prediction(prob, boxes.numpy(), scores.numpy())
+
+
 def predict(
     model: InstanceUNet,
     image: np.ndarray,
     params: ProposalParams = ProposalParams(),
     device: str | torch.device | None = None,
     scale: float = 1.0,
+    tile: int = TILE,
+    overlap: int = OVERLAP,
+    batch_size: int = 4,
+    progress: bool = False,
 ) -> Prediction:
     """Run ``model`` on one normalised ``(H, W)`` float image (see :func:`hts.preprocess.normalize`).
 
     ``scale`` resamples the image before the network (see
     :func:`hts.scale.scale_factor`); probabilities and boxes come back in the
-    input's pixel frame.
+    input's pixel frame. ``tile``/``overlap`` (px, network frame) and
+    ``batch_size`` (tiles per forward pass) set the tiling; a ``tile`` at
+    least as large as the image gives a single pass.
     """
     dev = resolve_device(device)
     model = model.to(dev).eval()
+    if dev.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
     scaled = rescale(image, scale)
-    h, w = scaled.shape
-    x = torch.from_numpy(np.ascontiguousarray(pad_to_multiple(scaled), np.float32))[None, None].to(dev)
-    out = model(x)
-    prob = resize_to(out["logits"].float().softmax(1)[0, 1, :h, :w].cpu().numpy(), image.shape)
-    if "rpn_logits" not in out:
-        empty = np.zeros((0, 4), np.float32)
-        return Prediction(prob, empty, np.zeros(0, np.float32))
-    (boxes, scores), = proposals(out["rpn_logits"], out["rpn_deltas"], out["anchors"], (h, w), params)
-    sy, sx = image.shape[0] / h, image.shape[1] / w
-    boxes = boxes.cpu().numpy() * np.array([sx, sy, sx, sy], np.float32)
-    return Prediction(prob, boxes, scores.cpu().numpy())
+    pred = predict_tiles(model, scaled, params, dev, tile, overlap, batch_size, progress)
+    if scaled.shape == image.shape:
+        return pred
+    sy, sx = image.shape[0] / scaled.shape[0], image.shape[1] / scaled.shape[1]
+    boxes = pred.boxes * np.array([sx, sy, sx, sy], np.float32)
+    return Prediction(resize_to(pred.prob, image.shape), boxes, pred.scores)

@@ -33,14 +33,33 @@ def check_image(image: object, name: str = "image") -> np.ndarray:
     return arr
 
 
-def normalize(image: np.ndarray, percentiles: tuple[float, float] = PERCENTILES) -> np.ndarray:
+def intensity_range(image, percentiles: tuple[float, float] = PERCENTILES, max_samples: int = 1 << 22) -> tuple[float, float]:
+    """The ``percentiles`` of ``image`` (numpy, zarr or dask), from a regular subsample of at most ``max_samples`` px.
+
+    Large images are normalised with one range for all their blocks, so an
+    empty block is not stretched into false nuclei.
+    """
+    h, w = image.shape
+    step = max(1, int(np.ceil(np.sqrt(h * w / max_samples))))
+    sample = image[::step, ::step]
+    sample = np.asarray(sample.compute() if hasattr(sample, "compute") else sample, np.float32)
+    lo, hi = np.percentile(sample, percentiles)
+    return float(lo), float(hi)
+
+
+def normalize(
+    image: np.ndarray,
+    percentiles: tuple[float, float] = PERCENTILES,
+    value_range: tuple[float, float] | None = None,
+) -> np.ndarray:
     """Percentile-normalised float32 copy: the low percentile maps to 0, the high one to 1.
 
     Robust to the 8/16-bit and float ranges of real microscopes. A constant
-    image maps to all zeros (no nuclei, no error).
+    image maps to all zeros (no nuclei, no error). ``value_range`` gives
+    ``(lo, hi)`` explicitly (see :func:`intensity_range`).
     """
     arr = np.asarray(image, np.float32)
-    lo, hi = np.percentile(arr, percentiles)
+    lo, hi = np.percentile(arr, percentiles) if value_range is None else value_range
     if hi - lo <= 1e-12 * max(abs(hi), 1.0):
         return np.zeros(arr.shape, np.float32)
     return (arr - np.float32(lo)) / np.float32(hi - lo)

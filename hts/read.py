@@ -1,4 +1,4 @@
-"""Reading input images from files (TIFF, PNG, NPY)."""
+"""Reading input images from files (TIFF, PNG, NPY) and Zarr arrays."""
 
 from __future__ import annotations
 
@@ -11,6 +11,37 @@ from hts.errors import HtsError
 from hts.preprocess import check_image
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
+
+
+def open_image(path: str | os.PathLike):
+    """A 2D image from a file (numpy, read now) or a Zarr array (zarr, read lazily block by block).
+
+    A Zarr group is accepted when it holds a 2D array ``0`` (the full-resolution
+    level of a multiscale image).
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".zarr":
+        return read_image(path)
+    import zarr
+
+    if not path.exists():
+        raise HtsError(f"{path}: no such Zarr store")
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as exc:
+        raise HtsError(f"{path}: not a readable Zarr store ({type(exc).__name__}: {str(exc)[:100]})") from None
+    if isinstance(node, zarr.Group):
+        if "0" not in node:
+            raise HtsError(f"{path}: Zarr group without a full-resolution array '0'")
+        node = node["0"]
+    squeezed = [s for s in node.shape if s != 1]
+    if len(squeezed) != 2:
+        raise HtsError(f"{path}: expected a 2D image, got shape {tuple(node.shape)}")
+    if len(node.shape) != 2:
+        import dask.array as da
+
+        return da.from_zarr(node).reshape(squeezed)
+    return node
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:

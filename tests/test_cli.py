@@ -135,3 +135,14 @@ def test_demo_runs_end_to_end(tmp_path):
     assert "nuclei, true count" in proc.stdout
     labels = tifffile.imread(tmp_path / "demo" / "demo-labels.tif")
     assert labels.dtype == np.uint32 and labels.shape == (512, 512)
+
+
+def test_segment_zarr_in_zarr_out(tiny_ckpt, tmp_path):
+    import zarr
+
+    images, _ = generate_dataset(1, SyntheticConfig(shape=(96, 80)), seed=3)
+    zarr.open_array(str(tmp_path / "in.zarr"), mode="w", shape=(96, 80), chunks=(48, 48), dtype="uint16")[...] = images[0]
+    proc = hts("segment", tmp_path / "in.zarr", tmp_path / "out.zarr", "--model", tiny_ckpt, "--diameter", "20")
+    out = zarr.open_array(str(tmp_path / "out.zarr"), mode="r")
+    assert out.shape == (96, 80) and out.dtype == np.uint32
+    assert f"{out.attrs['n_nuclei']} nuclei" in proc.stdout

@@ -77,7 +77,7 @@ def test_box_coder_round_trip():
 
 
 def brute_force_nms(boxes, scores, thr):
-    order = sorted(range(len(scores)), key=lambda i: -float(scores[i]))
+    order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
     keep = []
     for i in order:
         if all(float(box_iou(boxes[i : i + 1], boxes[j : j + 1])) <= thr for j in keep):
@@ -92,6 +92,16 @@ def test_nms_matches_brute_force(seed):
     wh = torch.rand(80, 2, generator=g) * 30 + 5
     boxes = torch.cat((xy, xy + wh), 1)
     scores = torch.rand(80, generator=g)
+    assert nms(boxes, scores, 0.3).tolist() == brute_force_nms(boxes, scores, 0.3)
+
+
+def test_nms_many_small_boxes_matches_brute_force():
+    g = torch.Generator().manual_seed(9)
+    xy = torch.rand(600, 2, generator=g) * 400
+    wh = torch.rand(600, 2, generator=g) * 25 + 3
+    boxes = torch.cat((xy, xy + wh), 1)
+    scores = torch.rand(600, generator=g)
+    scores[:50] = 0.5  # ties
     assert nms(boxes, scores, 0.3).tolist() == brute_force_nms(boxes, scores, 0.3)
 
 

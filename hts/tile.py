@@ -1,0 +1,82 @@
+"""Tiling geometry: overlapping 448x448 tiles, blending weights and tile ownership.
+
+Pure numpy, no model: :func:`hts.infer.predict` runs the network on the
+tiles described here. Lengths are in pixels of the network's input frame
+(after resampling to the canonical nucleus diameter).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hts.errors import HtsError
+
+TILE = 448  # the paper's tile side
+OVERLAP = 96  # px shared by neighbouring tiles: 3 canonical nucleus diameters
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> np.ndarray:
+    """Start offsets of tiles of side ``tile`` covering ``[0, length)`` with at least ``overlap`` shared px.
+
+    Tiles step by ``tile - overlap``; the last one ends exactly at ``length``.
+    A ``length`` up to ``tile`` gives a single tile at 0.
+    """
+    if length <= tile:
+        return np.zeros(1, np.int64)
+    if tile <= overlap:
+        raise HtsError(f"tile ({tile}) must be larger than overlap ({overlap})")
+    n = int(np.ceil((length - overlap) / (tile - overlap)))
+    return np.round(np.linspace(0, length - tile, n)).astype(np.int64)
+
+
+def ownership_bounds(starts: np.ndarray, tile: int) -> np.ndarray:
+    """Core intervals ``(n, 2)`` of the tiles along one axis: tile k owns ``[lo_k, hi_k)``.
+
+    The boundary between tiles k and k+1 is the middle of their overlap, so
+    the cores partition the axis and each core lies at least half an overlap
+    from the edges of its tile. A nucleus is kept only from the tile owning
+    its centroid: exactly one tile answers for each nucleus.
+    """
+    mids = (starts[1:] + starts[:-1] + tile) / 2.0
+    lo = np.concatenate(([-np.inf], mids))
+    hi = np.concatenate((mids, [np.inf]))
+    return np.stack((lo, hi), axis=1)
+
+
+def blend_ramp(tile: int, overlap: int) -> np.ndarray:
+    """1D weights ``(tile,)``: a linear ramp over ``overlap`` px at each end, 1 in the middle, never 0."""
+    i = np.arange(tile, dtype=np.float32) + 0.5
+    ramp = np.minimum(1.0, np.minimum(i, tile - i) / max(overlap, 1))
+    return ramp.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile: its origin ``(y0, x0)``, the image area it covers, and its core (owned area)."""
+
+    y0: int
+    x0: int
+    h: int  # valid rows (< tile side only where the image is smaller than a tile)
+    w: int
+    core: tuple[float, float, float, float]  # y_lo, y_hi, x_lo, x_hi
+
+
+def tile_grid(shape: tuple[int, int], tile: int = TILE, overlap: int = OVERLAP) -> tuple[list[Tile], tuple[int, int]]:
+    """The tiles of an image of ``shape`` and the tile side ``(th, tw)`` actually used.
+
+    An image side shorter than ``tile`` uses one tile of that side rounded up
+    to a multiple of 16 (no wasted computation on small images).
+    """
+    h, w = shape
+    th = min(tile, -(-h // 16) * 16)
+    tw = min(tile, -(-w // 16) * 16)
+    ys, xs = tile_starts(h, th, overlap), tile_starts(w, tw, overlap)
+    cy, cx = ownership_bounds(ys, th), ownership_bounds(xs, tw)
+    tiles = [
+        Tile(int(y0), int(x0), min(th, h - int(y0)), min(tw, w - int(x0)), (cy[a, 0], cy[a, 1], cx[b, 0], cx[b, 1]))
+        for a, y0 in enumerate(ys)
+        for b, x0 in enumerate(xs)
+    ]
+    return tiles, (th, tw)

@@ -1,0 +1,39 @@
+"""Tiling geometry and tiled inference: seamless probabilities, one marker per nucleus."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hts.tile import blend_ramp, ownership_bounds, tile_grid, tile_starts
+
+
+@pytest.mark.parametrize("length", [448, 449, 700, 1000, 2048, 5000])
+def test_tile_starts_cover_with_overlap(length):
+    starts = tile_starts(length, 448, 96)
+    assert starts[0] == 0 and starts[-1] + 448 == max(length, 448) or length <= 448
+    assert np.all(np.diff(starts) <= 448 - 96)  # at least the overlap is shared
+    assert np.all(np.diff(starts) > 0)
+
+
+def test_ownership_partitions_the_axis_and_stays_inside_tiles():
+    starts = tile_starts(2048, 448, 96)
+    bounds = ownership_bounds(starts, 448)
+    assert bounds[0, 0] == -np.inf and bounds[-1, 1] == np.inf
+    np.testing.assert_array_equal(bounds[1:, 0], bounds[:-1, 1])
+    for s, (lo, hi) in zip(starts, bounds):
+        assert max(lo, 0) >= s and min(hi, 2048) <= s + 448
+        if np.isfinite(lo):
+            assert lo - s >= 48  # half an overlap of context before the core
+        if np.isfinite(hi):
+            assert s + 448 - hi >= 48
+
+
+def test_grid_small_image_uses_one_small_tile():
+    tiles, (th, tw) = tile_grid((70, 1000))
+    assert th == 80 and tw == 448
+    assert {t.y0 for t in tiles} == {0} and all(t.h == 70 for t in tiles)
+
+
+def test_blend_ramp_positive_and_flat_in_the_middle():
+    r = blend_ramp(448, 96)
+    assert r.min() > 0 and r[96:352].min() == 1.0 and r[0] < 0.01
