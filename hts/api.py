@@ -17,7 +17,7 @@ from hts.model import InstanceUNet
 from hts.preprocess import check_image, intensity_range, normalize
 from hts.pretrained import default_model
 from hts.scale import estimate_diameter, scale_factor
-from hts.watershed import instance_labels
+from hts.watershed import instance_labels, size_params
 
 IN_MEMORY_MAX_PIXELS = 4096 * 4096  # larger numpy images go block by block
 HALO_NETWORK_PX = 160  # block halo in network pixels: tile overlap plus two canonical nuclei
@@ -59,7 +59,7 @@ def segment(
     *,
     out: zarr.Array | str | os.PathLike | None = None,
     threshold: float = 0.5,
-    min_size: int = 0,
+    min_size: int | None = None,
     progress: bool = False,
 ) -> np.ndarray | zarr.Array:
     """Segment the nuclei of a 2D fluorescence image of any size.
@@ -78,7 +78,9 @@ def segment(
     when ``out`` (a Zarr array or path) is given, the labels written to the
     Zarr array ``out`` (a numpy array if ``out`` is None). A model with RPN
     uses its box centroids as watershed markers (the Instance-U-Net); a plain
-    U-Net uses distance-transform peaks.
+    U-Net uses distance-transform peaks. Objects under ``min_size`` px
+    (default: 10% of the median nucleus area) are merged into the nucleus
+    they touch, or dropped as noise when isolated.
     """
     net = resolve_model(model)
     lazy = not isinstance(image, np.ndarray)
@@ -100,9 +102,10 @@ def segment(
         pred = predict(net, normalize(region, value_range=value_range), device=device, scale=scale, batch_size=batch_size or 4,
                        progress=progress)
         boxes = pred.boxes if net.config.rpn else None
-        # Distance-peak markers (plain U-Net) at least a third of a nucleus apart.
-        min_distance = max(3, round((diameter or 15) / 3))
-        return instance_labels(pred.prob, boxes, threshold=threshold, min_size=min_size, min_distance=min_distance)
+        sizes = size_params(diameter)
+        if min_size is not None:
+            sizes["min_size"] = min_size
+        return instance_labels(pred.prob, boxes, threshold=threshold, **sizes)
 
     if not lazy and out is None and image.size <= IN_MEMORY_MAX_PIXELS:
         return run(image)

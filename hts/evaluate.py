@@ -12,7 +12,7 @@ from hts.metrics import evaluate_dataset
 from hts.model import InstanceUNet
 from hts.preprocess import normalize
 from hts.scale import median_diameter, scale_factor
-from hts.watershed import instance_labels
+from hts.watershed import instance_labels, size_params
 
 
 def predict_dataset(
@@ -36,7 +36,7 @@ def predict_dataset(
     for image, diameter in tqdm(list(zip(images, diameters)), desc="predict", unit="img", disable=not progress, leave=False):
         scale = scale_factor(model.config.diameter, diameter) if model.config.diameter else 1.0
         pred = predict(model, normalize(image), device=device, scale=scale)
-        labels.append(instance_labels(pred.prob, pred.boxes if use_rpn else None))
+        labels.append(instance_labels(pred.prob, pred.boxes if use_rpn else None, **size_params(diameter)))
         probs.append(pred.prob)
     return labels, probs
 

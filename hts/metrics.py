@@ -408,3 +408,29 @@ def evaluate_dataset(
         n_touching=int(n_touch),
     )
     return out
+
+
+def centroid_recall(gt: np.ndarray, centroids_xy: np.ndarray) -> dict:
+    """How RPN centroids (markers) cover ground-truth nuclei.
+
+    ``centroids_xy (N, 2)`` as ``(x, y)`` px. Returns counts: ``n_gt``;
+    ``hit`` (nuclei holding at least one centroid), ``single`` (exactly one:
+    what the watershed layer needs), ``split`` (two or more: the paper's
+    failure mode), ``stray`` (centroids on background).
+    """
+    gt = _check_labels(gt, "gt")
+    c = np.asarray(centroids_xy, np.float64).reshape(-1, 2)
+    rows = np.clip(np.floor(c[:, 1]).astype(np.int64), 0, gt.shape[0] - 1)
+    cols = np.clip(np.floor(c[:, 0]).astype(np.int64), 0, gt.shape[1] - 1)
+    ids, n_per = np.unique(gt[rows, cols], return_counts=True)
+    per = dict(zip(ids.tolist(), n_per.tolist()))
+    gt_ids = np.unique(gt)
+    gt_ids = gt_ids[gt_ids != 0]
+    hits = np.array([per.get(int(i), 0) for i in gt_ids])
+    return {
+        "n_gt": int(gt_ids.size),
+        "hit": int((hits >= 1).sum()),
+        "single": int((hits == 1).sum()),
+        "split": int((hits >= 2).sum()),
+        "stray": int(per.get(0, 0)),
+    }

@@ -14,21 +14,27 @@ import numpy as np
 from hts.errors import HtsError
 
 TILE = 448  # the paper's tile side
-OVERLAP = 96  # px shared by neighbouring tiles: 3 canonical nucleus diameters
+OVERLAP = 128  # px shared by neighbouring tiles: 4 canonical nucleus diameters (seam agreement, docs/model.md)
 
 
-def tile_starts(length: int, tile: int, overlap: int) -> np.ndarray:
+def tile_starts(length: int, tile: int, overlap: int, align: int = 16) -> np.ndarray:
     """Start offsets of tiles of side ``tile`` covering ``[0, length)`` with at least ``overlap`` shared px.
 
-    Tiles step by ``tile - overlap``; the last one ends exactly at ``length``.
-    A ``length`` up to ``tile`` gives a single tile at 0.
+    Starts are multiples of ``align`` (the network's stride), so every tile
+    sees the same pooling and anchor grid as a single pass over the whole
+    image: ``length`` and ``tile`` must be multiples of ``align`` too. The
+    last tile ends exactly at ``length``; a ``length`` up to ``tile`` gives a
+    single tile at 0.
     """
     if length <= tile:
         return np.zeros(1, np.int64)
-    if tile <= overlap:
-        raise HtsError(f"tile ({tile}) must be larger than overlap ({overlap})")
-    n = int(np.ceil((length - overlap) / (tile - overlap)))
-    return np.round(np.linspace(0, length - tile, n)).astype(np.int64)
+    if tile <= overlap + align:
+        raise HtsError(f"tile ({tile}) must be larger than overlap ({overlap}) plus {align}")
+    if length % align or tile % align:
+        raise HtsError(f"length ({length}) and tile ({tile}) must be multiples of {align}")
+    n = int(np.ceil((length - overlap) / (tile - overlap - align))) if length > tile else 1
+    starts = np.round(np.linspace(0, length - tile, max(n, 2)) / align).astype(np.int64) * align
+    return np.unique(starts)
 
 
 def ownership_bounds(starts: np.ndarray, tile: int) -> np.ndarray:
@@ -66,13 +72,14 @@ class Tile:
 def tile_grid(shape: tuple[int, int], tile: int = TILE, overlap: int = OVERLAP) -> tuple[list[Tile], tuple[int, int]]:
     """The tiles of an image of ``shape`` and the tile side ``(th, tw)`` actually used.
 
-    An image side shorter than ``tile`` uses one tile of that side rounded up
-    to a multiple of 16 (no wasted computation on small images).
+    The image is taken as zero-padded at the bottom and right to a multiple
+    of 16. An image side shorter than ``tile`` uses one tile of that side
+    rounded up to a multiple of 16 (no wasted computation on small images).
     """
     h, w = shape
-    th = min(tile, -(-h // 16) * 16)
-    tw = min(tile, -(-w // 16) * 16)
-    ys, xs = tile_starts(h, th, overlap), tile_starts(w, tw, overlap)
+    ph, pw = -(-h // 16) * 16, -(-w // 16) * 16
+    th, tw = min(tile, ph), min(tile, pw)
+    ys, xs = tile_starts(ph, th, overlap), tile_starts(pw, tw, overlap)
     cy, cx = ownership_bounds(ys, th), ownership_bounds(xs, tw)
     tiles = [
         Tile(int(y0), int(x0), min(th, h - int(y0)), min(tw, w - int(x0)), (cy[a, 0], cy[a, 1], cx[b, 0], cx[b, 1]))

@@ -146,7 +146,8 @@ def train(
     step = 0
     if resume and out.exists():
         ckpt = read_checkpoint(out)
-        if ckpt["meta"].get("train", {}) | {"steps": cfg.steps} != asdict(cfg):
+        # Steps and validation cadence may change on resume; nothing else may.
+        if ckpt["meta"].get("train", {}) | {"steps": cfg.steps, "val_every": cfg.val_every} != asdict(cfg):
             raise HtsError(f"cannot resume {out}: it was trained with another configuration {ckpt['meta'].get('train')}")
         model.load_state_dict(ckpt["state_dict"])
         opt.load_state_dict(ckpt["optimizer"])

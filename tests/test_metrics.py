@@ -372,3 +372,14 @@ def test_bad_input_raises():
     with pytest.raises(HtsError, match="gts"):
         M.evaluate_dataset([], [])
     assert issubclass(HtsError, ValueError)
+
+
+def test_centroid_recall_counts():
+    from hts.metrics import centroid_recall
+
+    gt = np.zeros((10, 10), np.int32)
+    gt[0:4, 0:4] = 1
+    gt[0:4, 6:10] = 2
+    gt[6:10, 0:4] = 3
+    c = np.array([[1.5, 1.5], [2.5, 2.5], [7.0, 1.0], [8.0, 8.0]])  # two in 1, one in 2, none in 3, one stray
+    assert centroid_recall(gt, c) == {"n_gt": 3, "hit": 2, "single": 1, "split": 1, "stray": 1}

@@ -7,16 +7,18 @@ import pytest
 from hts.tile import blend_ramp, ownership_bounds, tile_grid, tile_starts
 
 
-@pytest.mark.parametrize("length", [448, 449, 700, 1000, 2048, 5000])
-def test_tile_starts_cover_with_overlap(length):
+@pytest.mark.parametrize("length", [448, 464, 704, 1008, 2048, 5008])
+def test_tile_starts_cover_with_overlap_on_the_stride_grid(length):
     starts = tile_starts(length, 448, 96)
-    assert starts[0] == 0 and starts[-1] + 448 == max(length, 448) or length <= 448
+    assert starts[0] == 0 and (starts[-1] + 448 == length or length <= 448)
     assert np.all(np.diff(starts) <= 448 - 96)  # at least the overlap is shared
     assert np.all(np.diff(starts) > 0)
+    assert np.all(starts % 16 == 0)
 
 
 def test_ownership_partitions_the_axis_and_stays_inside_tiles():
     starts = tile_starts(2048, 448, 96)
+    assert len(starts) >= 5
     bounds = ownership_bounds(starts, 448)
     assert bounds[0, 0] == -np.inf and bounds[-1, 1] == np.inf
     np.testing.assert_array_equal(bounds[1:, 0], bounds[:-1, 1])

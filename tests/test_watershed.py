@@ -63,3 +63,21 @@ def test_instance_labels_with_boxes_and_distance_markers():
     assert instance_labels(prob, np.zeros((0, 4))).max() == 1  # no markers: one component, not dropped
     assert distance_markers(fg, min_distance=5).max() == 2
     assert instance_labels(prob, None).max() == 2
+
+
+def test_small_slivers_merge_into_their_neighbour_and_isolated_noise_goes():
+    from hts.watershed import merge_small
+
+    lab = np.zeros((12, 20), np.int64)
+    lab[2:10, 2:10] = 1  # a nucleus
+    lab[2:10, 10:11] = 2  # a 1-px-wide sliver on its border (8 px)
+    lab[0:1, 15:17] = 3  # isolated speck (2 px)
+    lab[4:10, 13:19] = 4  # another nucleus, not touching the sliver
+    merged = merge_small(lab, 10)
+    assert (merged[2:10, 10] == 1).all()
+    assert set(np.unique(merged)) == {0, 1, 3, 4}  # the speck is left for relabel to drop
+    fg = lab > 0
+    markers = np.zeros_like(lab, dtype=np.int32)
+    markers[5, 5], markers[5, 10], markers[6, 15] = 1, 2, 3
+    out = watershed_layer(fg, markers, min_size=10)
+    assert out.max() == 2 and out[5, 10] == out[5, 5] and out[0, 15] == 0

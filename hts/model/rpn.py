@@ -59,8 +59,8 @@ class ProposalParams:
 
     score_threshold: float = 0.5  # objectness probability a proposal must reach
     nms_iou: float = 0.3  # the paper's NMS threshold
-    pre_nms_top_n: int = 4000
-    post_nms_top_n: int = 2000
+    pre_nms_top_n: int = 4000  # per 448x448 px of input (scaled with the image area)
+    post_nms_top_n: int = 2000  # per 448x448 px of input
     min_size: float = 2.0  # px; smaller decoded boxes are dropped
 
 
@@ -78,20 +78,22 @@ def proposals(
     is ``(H, W)`` in pixels. Scores are the softmax object probability.
     """
     h, w = image_size
+    area = max(1.0, h * w / 448**2)
+    pre_n, post_n = int(params.pre_nms_top_n * area), int(params.post_nms_top_n * area)
     out = []
     probs = logits.float().softmax(-1)[..., 1]
     for p, d in zip(probs, deltas.float()):
         keep = p >= params.score_threshold
         p, d, a = p[keep], d[keep], anchors[keep]
-        if p.numel() > params.pre_nms_top_n:
-            top = torch.topk(p, params.pre_nms_top_n).indices
+        if p.numel() > pre_n:
+            top = torch.topk(p, pre_n).indices
             p, d, a = p[top], d[top], a[top]
         boxes = coder.decode(d, a)
         boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
         boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
         big = ((boxes[:, 2] - boxes[:, 0]) >= params.min_size) & ((boxes[:, 3] - boxes[:, 1]) >= params.min_size)
         boxes, p = boxes[big], p[big]
-        kept = nms(boxes, p, params.nms_iou)[: params.post_nms_top_n]
+        kept = nms(boxes, p, params.nms_iou)[:post_n]
         out.append((boxes[kept], p[kept]))
     return out
 
