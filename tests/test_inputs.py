@@ -83,3 +83,22 @@ def test_warp_identity_is_a_crop_and_outside_is_background():
     np.testing.assert_array_equal(lb, labels[16:48, 16:48])
     im, lb = warp_pair(image, labels, np.eye(2), (0.0, 0.0), (32, 32))  # three quarters outside
     assert (im[:15] == 0).all() and (lb[:15] == 0).all()
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (5, 7), (3, 500)])
+def test_images_smaller_than_a_tile_are_padded_not_refused(shape):
+    image = np.random.default_rng(0).random(shape) * 1000
+    for diameter in (None, 50.0):
+        labels = hts.segment(image, InstanceUNet(ModelConfig(width=4)), diameter=diameter)
+        assert labels.shape == shape and labels.dtype == np.uint32
+
+
+def test_float_inputs_of_any_range():
+    model = InstanceUNet(ModelConfig(width=4))
+    base, _ = generate(SyntheticConfig(shape=(64, 64), dtype="float32"), seed=1)
+    ref = hts.segment(base, model, diameter=20.0)
+    for a, b in ((1e-6, 0.0), (65535.0, -7.0), (3e9, 1e9)):  # percentile normalisation: any positive affine range
+        out = hts.segment(base * a + b, model, diameter=20.0)
+        assert out.dtype == np.uint32
+        np.testing.assert_array_equal(out > 0, ref > 0)
+    assert hts.segment(-1e9 * base, model, diameter=20.0).dtype == np.uint32  # inverted contrast: no error

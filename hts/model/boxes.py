@@ -36,6 +36,13 @@ def box_centroids(boxes: torch.Tensor) -> torch.Tensor:
     return torch.stack(((boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2), dim=1)
 
 
+def centre_size(boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Centres and sizes ``(cx, cy, w, h)`` of ``(N, 4)`` boxes, each ``(N,)``."""
+    w = boxes[:, 2] - boxes[:, 0]
+    h = boxes[:, 3] - boxes[:, 1]
+    return boxes[:, 0] + 0.5 * w, boxes[:, 1] + 0.5 * h, w, h
+
+
 class BoxCoder:
     """Faster R-CNN box parameterisation ``(tx, ty, tw, th)`` relative to anchors.
 
@@ -50,14 +57,8 @@ class BoxCoder:
     def encode(self, boxes: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
         """Offsets ``(N, 4)`` that turn ``anchors`` into ``boxes`` (both ``(N, 4)``)."""
         wx, wy, ww, wh = self.weights
-        aw = anchors[:, 2] - anchors[:, 0]
-        ah = anchors[:, 3] - anchors[:, 1]
-        ax = anchors[:, 0] + 0.5 * aw
-        ay = anchors[:, 1] + 0.5 * ah
-        bw = boxes[:, 2] - boxes[:, 0]
-        bh = boxes[:, 3] - boxes[:, 1]
-        bx = boxes[:, 0] + 0.5 * bw
-        by = boxes[:, 1] + 0.5 * bh
+        ax, ay, aw, ah = centre_size(anchors)
+        bx, by, bw, bh = centre_size(boxes)
         return torch.stack(
             (wx * (bx - ax) / aw, wy * (by - ay) / ah, ww * torch.log(bw / aw), wh * torch.log(bh / ah)),
             dim=1,
@@ -66,10 +67,7 @@ class BoxCoder:
     def decode(self, offsets: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
         """Boxes ``(N, 4)`` from offsets ``(N, 4)`` applied to ``anchors`` ``(N, 4)``."""
         wx, wy, ww, wh = self.weights
-        aw = anchors[:, 2] - anchors[:, 0]
-        ah = anchors[:, 3] - anchors[:, 1]
-        ax = anchors[:, 0] + 0.5 * aw
-        ay = anchors[:, 1] + 0.5 * ah
+        ax, ay, aw, ah = centre_size(anchors)
         dx, dy = offsets[:, 0] / wx, offsets[:, 1] / wy
         dw = (offsets[:, 2] / ww).clamp(max=BBOX_XFORM_CLIP)
         dh = (offsets[:, 3] / wh).clamp(max=BBOX_XFORM_CLIP)
