@@ -12,7 +12,7 @@ import zarr
 from hts.blockwise import BLOCK, segment_blocks
 from hts.checkpoint import load_model
 from hts.errors import HtsError
-from hts.infer import predict
+from hts.infer import fg_threshold, predict, proposal_params
 from hts.model import InstanceUNet
 from hts.preprocess import check_image, intensity_range, normalize
 from hts.pretrained import default_model
@@ -58,7 +58,7 @@ def segment(
     batch_size: int | None = None,
     *,
     out: zarr.Array | str | os.PathLike | None = None,
-    threshold: float = 0.5,
+    threshold: float | None = None,
     min_size: int | None = None,
     progress: bool = False,
 ) -> np.ndarray | zarr.Array:
@@ -78,7 +78,9 @@ def segment(
     when ``out`` (a Zarr array or path) is given, the labels written to the
     Zarr array ``out`` (a numpy array if ``out`` is None). A model with RPN
     uses its box centroids as watershed markers (the Instance-U-Net); a plain
-    U-Net uses distance-transform peaks. Objects under ``min_size`` px
+    U-Net uses distance-transform peaks. ``threshold``: foreground
+    probability; default the model's setting selected on validation data
+    (0.5 for a model without one). Objects under ``min_size`` px
     (default: 10% of the median nucleus area) are merged into the nucleus
     they touch, or dropped as noise when isolated.
     """
@@ -99,13 +101,13 @@ def segment(
 
     def run(region: np.ndarray, name: str = "image", value_range: tuple[float, float] | None = None) -> np.ndarray:
         region = check_image(region, name)
-        pred = predict(net, normalize(region, value_range=value_range), device=device, scale=scale, batch_size=batch_size or 4,
+        pred = predict(net, normalize(region, value_range=value_range), params=proposal_params(net), device=device, scale=scale, batch_size=batch_size or 4,
                        progress=progress)
         boxes = pred.boxes if net.config.rpn else None
         sizes = size_params(diameter)
         if min_size is not None:
             sizes["min_size"] = min_size
-        return instance_labels(pred.prob, boxes, threshold=threshold, **sizes)
+        return instance_labels(pred.prob, boxes, threshold=fg_threshold(net) if threshold is None else threshold, **sizes)
 
     if not lazy and out is None and image.size <= IN_MEMORY_MAX_PIXELS:
         return run(image)

@@ -91,6 +91,7 @@ def load_model(path: str | os.PathLike, expected_sha256: str | None = None) -> t
         detail = (missing and f"missing {missing[0]}") or (unexpected and f"unexpected {unexpected[0]}") or f"shape of {wrong[0]}"
         raise HtsError(f"checkpoint {path} does not match its architecture {config.to_dict()} ({detail})")
     model.load_state_dict(state)
+    model.inference = {k: float(v) for k, v in ckpt.get("meta", {}).get("inference", {}).items()}
     return model.eval(), ckpt
 
 

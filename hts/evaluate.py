@@ -7,7 +7,7 @@ import torch
 from tqdm import tqdm
 
 from hts.data import Dataset
-from hts.infer import predict
+from hts.infer import fg_threshold, predict, proposal_params
 from hts.metrics import evaluate_dataset
 from hts.model import InstanceUNet
 from hts.preprocess import normalize
@@ -35,8 +35,9 @@ def predict_dataset(
     labels, probs = [], []
     for image, diameter in tqdm(list(zip(images, diameters)), desc="predict", unit="img", disable=not progress, leave=False):
         scale = scale_factor(model.config.diameter, diameter) if model.config.diameter else 1.0
-        pred = predict(model, normalize(image), device=device, scale=scale)
-        labels.append(instance_labels(pred.prob, pred.boxes if use_rpn else None, **size_params(diameter)))
+        pred = predict(model, normalize(image), proposal_params(model), device=device, scale=scale)
+        labels.append(instance_labels(pred.prob, pred.boxes if use_rpn else None, fg_threshold(model),
+                                      **size_params(diameter)))
         probs.append(pred.prob)
     return labels, probs
 

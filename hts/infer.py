@@ -40,6 +40,16 @@ class Prediction:
     scores: np.ndarray
 
 
+def proposal_params(model: InstanceUNet) -> ProposalParams:
+    """Proposal settings of ``model``: its validated RPN score threshold, else the default 0.5."""
+    return ProposalParams(score_threshold=model.inference.get("score_threshold", ProposalParams.score_threshold))
+
+
+def fg_threshold(model: InstanceUNet) -> float:
+    """Foreground probability threshold of ``model``: its validated setting, else 0.5."""
+    return model.inference.get("fg_threshold", 0.5)
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``None`` -> CUDA when available, else CPU."""
     if device is None:

@@ -43,7 +43,8 @@ def main() -> None:
     print(f"{'score':>6} {'fg':>5} {'AP@0.5':>7} {'AJI':>6} {'DSB':>6} {'inst.err':>8} {'count err':>9}")
     for t, fg in itertools.product(args.scores, args.fg):
         labels = [
-            instance_labels(p.prob, p.boxes[p.scores >= t], threshold=fg, **size_params(d))
+            instance_labels(p.prob, p.boxes[p.scores >= t] if model.config.rpn else None, threshold=fg,
+                            **size_params(d))
             for p, d in zip(preds, diameters)
         ]
         m = evaluate_dataset(data.labels, labels)

@@ -65,3 +65,13 @@ def test_checksum_mismatch(tmp_path):
     save_checkpoint(tmp_path / "m.pt", InstanceUNet(ModelConfig(width=4)))
     with pytest.raises(HtsError, match="checksum"):
         load_model(tmp_path / "m.pt", expected_sha256="0" * 64)
+
+
+def test_inference_settings_travel_with_the_checkpoint(tmp_path):
+    from hts.infer import fg_threshold, proposal_params
+
+    model = InstanceUNet(ModelConfig(width=4))
+    assert fg_threshold(model) == 0.5 and proposal_params(model).score_threshold == 0.5
+    save_checkpoint(tmp_path / "m.pt", model, meta={"inference": {"fg_threshold": 0.8, "score_threshold": 0.4}})
+    loaded, _ = load_model(tmp_path / "m.pt")
+    assert fg_threshold(loaded) == 0.8 and proposal_params(loaded).score_threshold == 0.4

@@ -87,6 +87,9 @@ class InstanceUNet(nn.Module):
         self.decoder = Decoder(config.width)
         self.rpn = RPNHead(8 * config.width, config.num_anchors) if config.rpn else None
         self._anchor_cache: dict[tuple, torch.Tensor] = {}
+        # Inference settings selected on validation data (checkpoint meta "inference"):
+        # fg_threshold (foreground probability) and score_threshold (RPN markers).
+        self.inference: dict[str, float] = {}
 
     def anchors(self, feature_size: tuple[int, int], device: torch.device) -> torch.Tensor:
         """Anchors of a feature map size, cached per size and device."""
