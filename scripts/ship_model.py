@@ -30,6 +30,7 @@ def main() -> None:
     ap.add_argument("--command", required=True, help="the exact training command, recorded in the metadata")
     ap.add_argument("--fg-threshold", type=float, default=0.5, help="foreground threshold selected on validation data")
     ap.add_argument("--score-threshold", type=float, default=0.5, help="RPN marker score threshold selected on validation data")
+    ap.add_argument("--out", help="write the stripped checkpoint here instead of shipping it as the default")
     ap.add_argument("--hardware", default=f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
     args = ap.parse_args()
     model, ckpt = load_model(args.checkpoint)
@@ -37,6 +38,10 @@ def main() -> None:
     meta.pop("loss_trace", None)
     meta["inference"] = {"fg_threshold": args.fg_threshold, "score_threshold": args.score_threshold}
     meta.update(command=args.command, hardware=args.hardware, source_checkpoint=str(args.checkpoint))
+    if args.out:
+        save_checkpoint(args.out, model, ckpt["step"], meta)
+        print(f"wrote {args.out} (step {ckpt['step']}, inference {meta['inference']})")
+        return
     path = default_model_path()
     WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
     save_checkpoint(path, model, ckpt["step"], meta)
