@@ -12,7 +12,7 @@ import zarr
 from hts.blockwise import BLOCK, segment_blocks
 from hts.checkpoint import load_model
 from hts.errors import HtsError
-from hts.infer import fg_threshold, predict, proposal_params
+from hts.infer import Prediction, fg_threshold, predict, proposal_params
 from hts.model import InstanceUNet
 from hts.preprocess import check_image, intensity_range, normalize
 from hts.pretrained import default_model
@@ -30,6 +30,36 @@ def resolve_model(model: InstanceUNet | str | os.PathLike | None) -> InstanceUNe
     if isinstance(model, InstanceUNet):
         return model
     return load_model(model)[0]
+
+
+def segment_image(
+    net: InstanceUNet,
+    image: np.ndarray,
+    diameter: float | None,
+    *,
+    device: str | torch.device | None = None,
+    batch_size: int = 4,
+    threshold: float | None = None,
+    min_size: int | None = None,
+    value_range: tuple[float, float] | None = None,
+    use_rpn: bool | None = None,
+    progress: bool = False,
+) -> tuple[np.ndarray, Prediction]:
+    """One checked in-memory image through normalise -> resample -> tiled inference -> watershed layer.
+
+    ``diameter`` (px) sets the resampling (None: as it is); ``use_rpn``
+    chooses RPN-centroid markers (default: when the model has an RPN) or
+    distance-transform peaks. Returns the uint32 labels and the raw prediction.
+    """
+    scale = scale_factor(net.config.diameter, diameter) if net.config.diameter is not None else 1.0
+    pred = predict(net, normalize(image, value_range=value_range), proposal_params(net), device=device, scale=scale,
+                   batch_size=batch_size, progress=progress)
+    use_rpn = net.config.rpn if use_rpn is None else use_rpn
+    sizes = size_params(diameter)
+    if min_size is not None:
+        sizes["min_size"] = min_size
+    fg = fg_threshold(net) if threshold is None else threshold
+    return instance_labels(pred.prob, pred.boxes if use_rpn else None, threshold=fg, **sizes), pred
 
 
 def _check_lazy(image) -> None:
@@ -100,14 +130,9 @@ def segment(
     scale = scale_factor(net.config.diameter, diameter) if net.config.diameter is not None else 1.0
 
     def run(region: np.ndarray, name: str = "image", value_range: tuple[float, float] | None = None) -> np.ndarray:
-        region = check_image(region, name)
-        pred = predict(net, normalize(region, value_range=value_range), params=proposal_params(net), device=device, scale=scale, batch_size=batch_size or 4,
-                       progress=progress)
-        boxes = pred.boxes if net.config.rpn else None
-        sizes = size_params(diameter)
-        if min_size is not None:
-            sizes["min_size"] = min_size
-        return instance_labels(pred.prob, boxes, threshold=fg_threshold(net) if threshold is None else threshold, **sizes)
+        labels, _ = segment_image(net, check_image(region, name), diameter, device=device, batch_size=batch_size or 4,
+                                  threshold=threshold, min_size=min_size, value_range=value_range, progress=progress)
+        return labels
 
     if not lazy and out is None and image.size <= IN_MEMORY_MAX_PIXELS:
         return run(image)

@@ -6,13 +6,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from hts.api import segment_image
 from hts.data import Dataset
-from hts.infer import fg_threshold, predict, proposal_params
 from hts.metrics import evaluate_dataset
 from hts.model import InstanceUNet
-from hts.preprocess import normalize
-from hts.scale import median_diameter, scale_factor
-from hts.watershed import instance_labels, size_params
+from hts.scale import median_diameter
 
 
 def predict_dataset(
@@ -34,10 +32,8 @@ def predict_dataset(
     diameters = diameters or [None] * len(images)
     labels, probs = [], []
     for image, diameter in tqdm(list(zip(images, diameters)), desc="predict", unit="img", disable=not progress, leave=False):
-        scale = scale_factor(model.config.diameter, diameter) if model.config.diameter else 1.0
-        pred = predict(model, normalize(image), proposal_params(model), device=device, scale=scale)
-        labels.append(instance_labels(pred.prob, pred.boxes if use_rpn else None, fg_threshold(model),
-                                      **size_params(diameter)))
+        lab, pred = segment_image(model, image, diameter, device=device, use_rpn=use_rpn)
+        labels.append(lab)
         probs.append(pred.prob)
     return labels, probs
 
