@@ -14,7 +14,7 @@ from hts.checkpoint import load_model
 from hts.errors import HtsError
 from hts.infer import Prediction, fg_threshold, predict, proposal_params
 from hts.model import InstanceUNet
-from hts.preprocess import check_image, intensity_range, normalize
+from hts.preprocess import as_numpy, check_image, intensity_range, normalize
 from hts.pretrained import default_model
 from hts.scale import estimate_diameter, scale_factor
 from hts.watershed import instance_labels, size_params
@@ -76,8 +76,7 @@ def _check_lazy(image) -> None:
 def _central_crop(image, size: int = 2048) -> np.ndarray:
     h, w = image.shape
     y0, x0 = max((h - size) // 2, 0), max((w - size) // 2, 0)
-    crop = image[y0 : y0 + size, x0 : x0 + size]
-    return np.asarray(crop.compute() if hasattr(crop, "compute") else crop)
+    return as_numpy(image[y0 : y0 + size, x0 : x0 + size])
 
 
 def segment(
@@ -103,10 +102,11 @@ def segment(
     images). ``device``: torch device (default CUDA when available).
     ``batch_size``: 448x448 tiles per forward pass (default 4).
 
-    Returns uint32 labels of the same shape, 0 = background, 1..N = nuclei:
-    a numpy array, or, for zarr/dask input, numpy images over 4096x4096 px or
-    when ``out`` (a Zarr array or path) is given, the labels written to the
-    Zarr array ``out`` (a numpy array if ``out`` is None). A model with RPN
+    Returns uint32 labels of the same shape, 0 = background, 1..N = nuclei.
+    A numpy image up to 4096x4096 px is segmented in one piece and returned
+    as numpy; zarr/dask input, larger numpy images, or any call with ``out``
+    (a Zarr array or path) go block by block, and the labels are written to
+    ``out`` and that Zarr array is returned (a numpy array when ``out`` is None). A model with RPN
     uses its box centroids as watershed markers (the Instance-U-Net); a plain
     U-Net uses distance-transform peaks. ``threshold``: foreground
     probability; default the model's setting selected on validation data
@@ -129,8 +129,8 @@ def segment(
         diameter = estimate_diameter(_central_crop(image) if lazy else image)
     scale = scale_factor(net.config.diameter, diameter) if net.config.diameter is not None else 1.0
 
-    def run(region: np.ndarray, name: str = "image", value_range: tuple[float, float] | None = None) -> np.ndarray:
-        labels, _ = segment_image(net, check_image(region, name), diameter, device=device, batch_size=batch_size or 4,
+    def run(checked: np.ndarray, value_range: tuple[float, float] | None = None) -> np.ndarray:
+        labels, _ = segment_image(net, checked, diameter, device=device, batch_size=batch_size or 4,
                                   threshold=threshold, min_size=min_size, value_range=value_range, progress=progress)
         return labels
 
@@ -138,5 +138,5 @@ def segment(
         return run(image)
     halo = math.ceil(HALO_NETWORK_PX / scale)
     value_range = intensity_range(image)
-    return segment_blocks(image, lambda r: run(r, "image block", value_range), halo=halo, out=out, block=max(BLOCK, 4 * halo),
-                          progress=progress)
+    return segment_blocks(image, lambda r: run(check_image(r, "image block"), value_range), halo=halo, out=out,
+                          block=max(BLOCK, 4 * halo), progress=progress)

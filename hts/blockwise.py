@@ -28,14 +28,10 @@ import zarr
 from tqdm import tqdm
 
 from hts.errors import HtsError
-from hts.stitch import Block, assemble, block_grid, keep_owned, neighbours
+from hts.preprocess import as_numpy
+from hts.stitch import assemble, block_grid, keep_owned, neighbours
 
 BLOCK = 2048  # px per block side (input frame)
-
-
-def _as_region(array, block: Block) -> np.ndarray:
-    region = array[block.region_slices]
-    return np.asarray(region.compute() if hasattr(region, "compute") else region)
 
 
 def open_output(out: zarr.Array | str | os.PathLike, shape: tuple[int, int], chunk: int) -> zarr.Array:
@@ -71,7 +67,7 @@ def segment_blocks(
         store = zarr.open_group(str(Path(tmp) / "owned.zarr"), mode="w")
         counts = {}
         for key, b in tqdm(blocks.items(), desc="segment", unit="block", disable=not progress, leave=False):
-            owned = keep_owned(segment_region(_as_region(image, b)), b)
+            owned = keep_owned(segment_region(as_numpy(image[b.region_slices])), b)
             store.create_array(f"{key[0]}_{key[1]}", data=owned, chunks=owned.shape)
             counts[key] = int(owned.max(initial=0))
         offsets, total = {}, 0

@@ -33,6 +33,11 @@ def check_image(image: object, name: str = "image") -> np.ndarray:
     return arr
 
 
+def as_numpy(array) -> np.ndarray:
+    """A numpy array from a numpy, zarr or dask (slice of an) array, reading it now."""
+    return np.asarray(array.compute() if hasattr(array, "compute") else array)
+
+
 def intensity_range(image, percentiles: tuple[float, float] = PERCENTILES, max_samples: int = 1 << 22) -> tuple[float, float]:
     """The ``percentiles`` of ``image`` (numpy, zarr or dask), from a regular subsample of at most ``max_samples`` px.
 
@@ -42,7 +47,7 @@ def intensity_range(image, percentiles: tuple[float, float] = PERCENTILES, max_s
     h, w = image.shape
     step = max(1, int(np.ceil(np.sqrt(h * w / max_samples))))
     sample = image[::step, ::step]
-    sample = np.asarray(sample.compute() if hasattr(sample, "compute") else sample, np.float32)
+    sample = as_numpy(sample).astype(np.float32, copy=False)
     lo, hi = np.percentile(sample, percentiles)
     return float(lo), float(hi)
 

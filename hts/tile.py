@@ -32,8 +32,8 @@ def tile_starts(length: int, tile: int, overlap: int, align: int = 16) -> np.nda
         raise HtsError(f"tile ({tile}) must be larger than overlap ({overlap}) plus {align}")
     if length % align or tile % align:
         raise HtsError(f"length ({length}) and tile ({tile}) must be multiples of {align}")
-    n = int(np.ceil((length - overlap) / (tile - overlap - align))) if length > tile else 1
-    starts = np.round(np.linspace(0, length - tile, max(n, 2)) / align).astype(np.int64) * align
+    n = max(2, int(np.ceil((length - overlap) / (tile - overlap - align))))
+    starts = np.round(np.linspace(0, length - tile, n) / align).astype(np.int64) * align
     return np.unique(starts)
 
 
