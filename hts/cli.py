@@ -31,6 +31,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--crop", type=int, default=256, help="crop side in px, multiple of 16 (default %(default)s)")
     p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed; fixes the run on CPU (default %(default)s)")
+    p.add_argument("--decay-from", type=int, default=None, metavar="STEP",
+                   help="decay the learning rate linearly from STEP to 0 at the last step (default: constant)")
     p.add_argument("--val-every", type=int, default=250, help="validate and checkpoint every N steps (default %(default)s)")
     p.add_argument("--diameter", type=float, default=32.0,
                    help="canonical nucleus diameter in px: each training image is resampled so its median nucleus "
@@ -94,7 +96,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig(variant=args.variant, width=args.width, anchor_base=args.anchor_base, steps=args.steps,
                       batch_size=args.batch_size, crop=args.crop, lr=args.lr, seed=args.seed,
-                      val_every=args.val_every, augment=not args.no_augment, diameter=args.diameter or None)
+                      val_every=args.val_every, augment=not args.no_augment, diameter=args.diameter or None,
+                      decay_from=args.decay_from)
     data = open_dataset(args.data, args.n_synthetic, seed=args.seed)
     val = open_dataset(args.val, max(args.n_synthetic // 4, 1), seed=args.seed + 10_000) if args.val else None
     meta = train(cfg, data, val, args.out, resume=not args.no_resume)

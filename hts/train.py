@@ -46,6 +46,7 @@ class TrainConfig:
     val_every: int = 250
     augment: bool = True
     diameter: float | None = 32.0  # canonical nucleus diameter (px); None: native scale
+    decay_from: int | None = None  # step where lr starts a linear decay to 0 at ``steps``; None: constant lr
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -57,6 +58,14 @@ class TrainConfig:
             raise HtsError(f"crop must be a positive multiple of 16 px, got {self.crop}")
         if not self.lr > 0:
             raise HtsError(f"lr must be > 0, got {self.lr}")
+        if self.decay_from is not None and not 0 <= self.decay_from < self.steps:
+            raise HtsError(f"decay_from must be in [0, steps={self.steps}), got {self.decay_from}")
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate for the update that takes the model from ``step`` to ``step + 1``."""
+        if self.decay_from is None or step < self.decay_from:
+            return self.lr
+        return self.lr * (self.steps - step) / (self.steps - self.decay_from)
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(width=self.width, rpn=VARIANTS[self.variant].rpn, anchor_base=self.anchor_base,
@@ -146,8 +155,12 @@ def train(
     step = 0
     if resume and out.exists():
         ckpt = read_checkpoint(out)
-        # Steps and validation cadence may change on resume; nothing else may.
-        if ckpt["meta"].get("train", {}) | {"steps": cfg.steps, "val_every": cfg.val_every} != asdict(cfg):
+        # Steps, validation cadence and a decay that starts at or after this step may change on resume;
+        # nothing else may (the resumed run then equals a fresh run of the new configuration).
+        free = {"steps": cfg.steps, "val_every": cfg.val_every}
+        if cfg.decay_from is None or cfg.decay_from >= ckpt["step"]:
+            free["decay_from"] = cfg.decay_from
+        if {"decay_from": None} | ckpt["meta"].get("train", {}) | free != asdict(cfg):
             raise HtsError(f"cannot resume {out}: it was trained with another configuration {ckpt['meta'].get('train')}")
         model.load_state_dict(ckpt["state_dict"])
         opt.load_state_dict(ckpt["optimizer"])
@@ -170,6 +183,8 @@ def train(
         losses = train_step(model, batch, cfg, gen)
         if not math.isfinite(losses["total"].item()):
             raise HtsError(f"training diverged at step {step} (loss {losses['total'].item()})")
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr_at(step)
         opt.zero_grad(set_to_none=True)
         losses["total"].backward()
         opt.step()
