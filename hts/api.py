@@ -51,15 +51,43 @@ def segment_image(
     chooses RPN-centroid markers (default: when the model has an RPN) or
     distance-transform peaks. Returns the uint32 labels and the raw prediction.
     """
+    pred = infer_image(net, image, diameter, device=device, batch_size=batch_size, value_range=value_range,
+                       progress=progress)
+    return watershed_prediction(net, pred, diameter, threshold=threshold, min_size=min_size, use_rpn=use_rpn), pred
+
+
+def infer_image(
+    net: InstanceUNet,
+    image: np.ndarray,
+    diameter: float | None,
+    *,
+    device: str | torch.device | None = None,
+    batch_size: int = 4,
+    value_range: tuple[float, float] | None = None,
+    progress: bool = False,
+) -> Prediction:
+    """The network stage of :func:`segment_image`: normalised, resampled, tiled inference."""
     scale = scale_factor(net.config.diameter, diameter) if net.config.diameter is not None else 1.0
-    pred = predict(net, normalize(image, value_range=value_range), proposal_params(net), device=device, scale=scale,
+    return predict(net, normalize(image, value_range=value_range), proposal_params(net), device=device, scale=scale,
                    batch_size=batch_size, progress=progress)
+
+
+def watershed_prediction(
+    net: InstanceUNet,
+    pred: Prediction,
+    diameter: float | None,
+    *,
+    threshold: float | None = None,
+    min_size: int | None = None,
+    use_rpn: bool | None = None,
+) -> np.ndarray:
+    """The watershed stage of :func:`segment_image`: uint32 labels from a prediction."""
     use_rpn = net.config.rpn if use_rpn is None else use_rpn
     sizes = size_params(diameter)
     if min_size is not None:
         sizes["min_size"] = min_size
     fg = fg_threshold(net) if threshold is None else threshold
-    return instance_labels(pred.prob, pred.boxes if use_rpn else None, threshold=fg, **sizes), pred
+    return instance_labels(pred.prob, pred.boxes if use_rpn else None, threshold=fg, **sizes)
 
 
 def _check_lazy(image) -> None:

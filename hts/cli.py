@@ -1,4 +1,4 @@
-"""The ``hts`` command line: ``train``, ``eval``, ``segment``, ``demo``.
+"""The ``hts`` command line: ``train``, ``eval``, ``segment``, ``run``, ``counts``, ``demo``.
 
 Every :class:`hts.errors.HtsError` becomes one line ``hts: error: ...`` on
 stderr and exit status 2; Ctrl-C exits with 130.
@@ -74,18 +74,53 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="train a small model on synthetic nuclei and segment a demo image")
+    p = sub.add_parser("demo", help="write a small synthetic plate and run the whole pipeline on it",
+                       description="Write a 2x3-well synthetic OME-Zarr plate with known nucleus counts, run "
+                       "`hts run` on it on a local Dask cluster and print the counts beside the truth.")
     p.add_argument("--out", type=Path, default=Path("hts-demo"), help="work folder (default %(default)s)")
-    p.add_argument("--steps", type=int, default=300, help="training steps of the quick model (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, help="local worker processes (default: one per core)")
     p.set_defaults(func=cmd_demo)
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="segment and count every field of an OME-Zarr plate or image on Dask",
+                       description="Segment every field of an OME-Zarr (NGFF 0.4/0.5) plate, or a single "
+                       "image, on a Dask cluster; write NGFF labels (<image>/labels/nuclei) and count tables "
+                       "(<name>.hts/ beside the output). Reruns skip finished fields.")
+    p.add_argument("path", type=Path, help="OME-Zarr plate or image")
+    p.add_argument("--channel", help="nucleus channel, by name (omero label) or index (default: the only one)")
+    p.add_argument("--z", type=int, help="z plane to segment (default: maximum projection over z)")
+    p.add_argument("--out", type=Path, help="write results to this new Zarr (same plate layout, nucleus plane "
+                   "and labels) instead of into PATH (for read-only plates)")
+    p.add_argument("--cluster", default="local", help="local (default), slurm, or a scheduler tcp://HOST:PORT")
+    p.add_argument("--workers", type=int, help="local worker processes (default: cores / threads per worker)")
+    p.add_argument("--threads-per-worker", type=int, default=1, help="threads per worker (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=4, help="448x448 tiles per forward pass (default %(default)s)")
+    p.add_argument("--diameter", type=float, help="median nucleus diameter in px (default: estimated once per plate)")
+    p.add_argument("--model", help="checkpoint (default: the shipped model)")
+    p.add_argument("--device", help="torch device on the workers (default: cuda if available, else cpu)")
+    p.add_argument("--dashboard", default="127.0.0.1:8787", help="local dashboard address (default %(default)s)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--resume", dest="overwrite", action="store_false", default=False,
+                      help="skip fields finished by an earlier run (default)")
+    mode.add_argument("--overwrite", dest="overwrite", action="store_true", help="recompute every field")
+    p.set_defaults(func=cmd_run)
+
+
+def _add_counts(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("counts", help="print the per-well nucleus counts of a run as CSV",
+                       description="Print the per-well counts (well,row,column,fields,n_nuclei,...) of the "
+                       "output of `hts run` as CSV on stdout.")
+    p.add_argument("path", type=Path, help="the output Zarr of `hts run` (or its .hts results folder)")
+    p.add_argument("--fields", action="store_true", help="one row per field instead of per well")
+    p.set_defaults(func=cmd_counts)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hts", description="Nucleus segmentation and counting with the Instance-U-Net.")
     parser.add_argument("--version", action="version", version=f"hts {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_eval, _add_segment, _add_demo):
+    for add in (_add_train, _add_eval, _add_segment, _add_run, _add_counts, _add_demo):
         add(sub)
     return parser
 
@@ -177,7 +212,37 @@ def cmd_segment(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from hts.demo import run_demo
 
-    return run_demo(args.out, steps=args.steps, seed=args.seed)
+    return run_demo(args.out, workers=args.workers)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from hts.cluster import ClusterOptions
+    from hts.run import RunOptions, run
+
+    channel = int(args.channel) if args.channel is not None and args.channel.isdigit() else args.channel
+    opts = RunOptions(out=str(args.out) if args.out else None, channel=channel, z=args.z, diameter=args.diameter,
+                      model=args.model, device=args.device, batch_size=args.batch_size, overwrite=args.overwrite,
+                      cluster=ClusterOptions(cluster=args.cluster, workers=args.workers,
+                                             threads_per_worker=args.threads_per_worker, dashboard=args.dashboard))
+    s = run(args.path, opts)
+    rate = f", {s.computed / s.wall_s:.2f} fields/s, {s.megapixels / s.wall_s:.2f} MP/s" if s.computed else ""
+    print(f"{s.done}/{s.fields} fields done ({s.skipped_done} from earlier runs), {s.n_nuclei} nuclei, "
+          f"{s.wall_s:.1f} s{rate}")
+    print(f"labels: {s.out}   tables: {s.results}")
+    for key, reason in s.failed.items():
+        print(f"hts: field {key} failed: {reason}", file=sys.stderr)
+    if s.failed:
+        print(f"hts: error: {len(s.failed)} field(s) failed; the others are written; rerun to retry them",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_counts(args: argparse.Namespace) -> int:
+    from hts.results import read_counts
+
+    sys.stdout.write(read_counts(args.path, fields=args.fields).to_csv(index=False))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+pytest_plugins = ["slurm"]  # tests/slurm.py: the session's real single-node SLURM (fixture ``slurm``)
+
 # ../shared/data beside the checkout (see ../shared/data/README.md); not part of the project.
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

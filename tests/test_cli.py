@@ -130,11 +130,13 @@ def test_train_cli_then_eval(data_npz, tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_runs_end_to_end(tmp_path):
-    proc = hts("demo", "--out", tmp_path / "demo", "--steps", "10")
-    assert "nuclei, true count" in proc.stdout
-    labels = tifffile.imread(tmp_path / "demo" / "demo-labels.tif")
-    assert labels.dtype == np.uint32 and labels.shape == (512, 512)
+def test_demo_runs_the_plate_pipeline_end_to_end(tmp_path):
+    proc = hts("demo", "--out", tmp_path / "demo")
+    assert "12/12 fields" in proc.stdout and "true" in proc.stdout
+    wells = proc.stdout.split("error_%")[1].strip().splitlines()[:6]
+    errors = [float(line.split()[-1]) for line in wells]
+    assert len(errors) == 6 and all(abs(e) < 25 for e in errors), proc.stdout  # per-well count error, %
+    assert (tmp_path / "demo" / "plate.zarr" / "A" / "1" / "0" / "labels" / "nuclei").is_dir()
 
 
 def test_segment_zarr_in_zarr_out(tiny_ckpt, tmp_path):

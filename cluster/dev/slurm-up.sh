@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# Start a throw-away single-node SLURM on this machine, for tests and local trials.
+#
+#   cluster/dev/slurm-up.sh [STATE_DIR]            # default: $HTS_SLURM_DIR or /var/tmp/hts-slurm
+#   eval "$(cluster/dev/slurm-up.sh)"              # also sets SLURM_CONF in this shell
+#
+# Needs root (Debian/Ubuntu: installs slurmctld, slurmd, slurm-client and munge with apt-get
+# when they are missing). Everything it writes (slurm.conf, gres.conf, state, spool, logs, pid
+# files, fake GPU devices) lives in STATE_DIR; /etc/slurm is left alone: every Slurm command
+# finds the config through SLURM_CONF. The node is this host (`hostname -s`) on 127.0.0.1 with
+# 8 advertised CPUs and 2 fake GPUs (symlinks to /dev/null named nvidia0, nvidia1), so
+# `--gres=gpu:N` jobs get CUDA_VISIBLE_DEVICES set as on a real GPU node.
+#
+# The PID of each daemon it starts is recorded in STATE_DIR/pids; cluster/dev/slurm-down.sh
+# stops exactly those. Running it again while the cluster is up only prints the exports.
+# stdout carries only the `export` lines; progress and errors go to stderr.
+set -euo pipefail
+
+STATE_DIR=${1:-${HTS_SLURM_DIR:-/var/tmp/hts-slurm}}
+CTLD_PORT=${HTS_SLURM_CTLD_PORT:-6817}   # slurmctld's port (Slurm's default)
+SLURMD_PORT=${HTS_SLURM_SLURMD_PORT:-6818}
+CPUS=${HTS_SLURM_CPUS:-8}                 # advertised, not real: lets a driver and workers run together
+WAIT_S=${HTS_SLURM_WAIT_S:-30}            # how long to wait for the node to become idle
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+MARKER=.hts-slurm                         # marks a directory as ours (slurm-down.sh checks it)
+
+log() { echo "slurm-up: $*" >&2; }
+die() { echo "slurm-up: error: $*" >&2; exit 1; }
+
+# --- preconditions ------------------------------------------------------------------------
+[[ $(id -u) -eq 0 ]] || die "must run as root (it installs packages and runs slurmctld/slurmd as root)"
+STATE_DIR=$(realpath -m -- "$STATE_DIR")
+[[ $STATE_DIR != / ]] || die "refusing STATE_DIR=/"
+HOST=$(hostname -s)
+CONF=$STATE_DIR/slurm.conf
+export SLURM_CONF=$CONF                   # every slurm command below uses our config
+
+print_env() { echo "export SLURM_CONF=$CONF"; }
+
+# Is a recorded daemon alive? name = expected /proc/PID/comm.
+pid_of() { awk -v n="$1" '$1 == n { print $2 }' "$STATE_DIR/pids" 2>/dev/null | tail -n1; }
+# Is PID a live (not zombie) process named NAME?
+running() {
+    [[ $(cat "/proc/$1/comm" 2>/dev/null) == "$2" ]] || return 1
+    [[ $(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) != Z ]]
+}
+alive() { local pid; pid=$(pid_of "$1"); [[ -n $pid ]] && running "$pid" "$1"; }
+munge_ok() { command -v munge >/dev/null && munge -n 2>/dev/null | unmunge >/dev/null 2>&1; }
+node_state() { sinfo -h -N -n "$HOST" -o %T 2>/dev/null | head -n1; }
+
+# --- already up? ----------------------------------------------------------------------------
+if [[ -e $STATE_DIR/$MARKER ]]; then
+    if alive slurmctld && alive slurmd && munge_ok && scontrol ping >/dev/null 2>&1; then
+        log "already up in $STATE_DIR (node $HOST: $(node_state))"
+        print_env
+        exit 0
+    fi
+    log "stale or half-started cluster in $STATE_DIR: tearing it down first"
+    "$HERE/slurm-down.sh" "$STATE_DIR" >&2
+elif [[ -e $STATE_DIR ]] && [[ -n $(ls -A "$STATE_DIR") ]]; then
+    die "$STATE_DIR exists, is not empty and was not made by this script; pick another STATE_DIR"
+fi
+
+# --- packages -------------------------------------------------------------------------------
+if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null \
+   || ! command -v sbatch >/dev/null || ! command -v munged >/dev/null; then
+    command -v apt-get >/dev/null || die "Slurm is not installed and apt-get is not available"
+    log "installing slurmctld slurmd slurm-client munge (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >&2
+    apt-get install -y -qq --no-install-recommends slurmctld slurmd slurm-client munge >&2
+fi
+# Ports already taken (by another Slurm on this machine) would make the daemons fail late.
+for port in "$CTLD_PORT" "$SLURMD_PORT"; do
+    if command -v ss >/dev/null && ss -Hltn "sport = :$port" | grep -q .; then
+        die "TCP port $port is in use (another Slurm?); set HTS_SLURM_CTLD_PORT/HTS_SLURM_SLURMD_PORT"
+    fi
+done
+
+# --- state directory and config -------------------------------------------------------------
+mkdir -p "$STATE_DIR"/{state,spool,log,dev}
+touch "$STATE_DIR/$MARKER"
+# From here on a failure may leave daemons running: say how to clean up (logs are kept).
+trap 'rc=$?; ((rc == 0)) || log "logs in $STATE_DIR/log; clean up with $HERE/slurm-down.sh $STATE_DIR"' EXIT
+: > "$STATE_DIR/pids"
+# Fake GPUs: Slurm needs a File= per GPU; the trailing digit becomes the CUDA_VISIBLE_DEVICES index.
+ln -sfn /dev/null "$STATE_DIR/dev/nvidia0"
+ln -sfn /dev/null "$STATE_DIR/dev/nvidia1"
+
+MEM_MIB=$(awk '/^MemTotal:/ { print int($2 / 1024 * 0.9) }' /proc/meminfo)
+
+cat > "$CONF" <<EOF
+# Written by cluster/dev/slurm-up.sh: a throw-away single-node cluster for tests.
+ClusterName=hts-dev
+SlurmctldHost=$HOST(127.0.0.1)
+SlurmctldPort=$CTLD_PORT
+SlurmdPort=$SLURMD_PORT
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+StateSaveLocation=$STATE_DIR/state
+SlurmdSpoolDir=$STATE_DIR/spool
+SlurmctldPidFile=$STATE_DIR/slurmctld.pid
+SlurmdPidFile=$STATE_DIR/slurmd.pid
+SlurmctldLogFile=$STATE_DIR/log/slurmctld.log
+SlurmdLogFile=$STATE_DIR/log/slurmd.log
+SlurmctldDebug=info
+SlurmdDebug=info
+# No cgroups needed (containers, no systemd).
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+MpiDefault=none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+# Without a default a job with no --mem would take the whole node's memory.
+DefMemPerCPU=1024
+# Let the node advertise more CPUs than the machine has.
+SlurmdParameters=config_overrides
+# Start batch jobs at once instead of batching submissions for up to 3 s (the default).
+SchedulerParameters=batch_sched_delay=0
+KillWait=5
+MailProg=/bin/true
+ReturnToService=2
+GresTypes=gpu
+NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM_MIB Gres=gpu:2 Feature=gpu State=UNKNOWN
+PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
+PartitionName=gpu Nodes=$HOST MaxTime=INFINITE State=UP
+EOF
+
+cat > "$STATE_DIR/gres.conf" <<EOF
+AutoDetect=off
+NodeName=$HOST Name=gpu Count=2 File=$STATE_DIR/dev/nvidia[0-1]
+EOF
+
+# Wait until FILE holds the PID of a live process named NAME; record it.
+record_pid() {
+    local name=$1 file=$2 pid="" i
+    for ((i = 0; i < 100; i++)); do
+        pid=$(cat "$file" 2>/dev/null || true)
+        if [[ -n $pid ]] && running "$pid" "$name"; then
+            echo "$name $pid" >> "$STATE_DIR/pids"
+            return 0
+        fi
+        sleep 0.1
+    done
+    die "$name did not start (no live pid in $file); see $STATE_DIR/log"
+}
+
+# --- munge (shared by every Slurm on the machine: only started when not running) -----------
+if munge_ok; then
+    log "munged already running: using it (not recorded, slurm-down.sh leaves it)"
+else
+    [[ -s /etc/munge/munge.key ]] || { log "creating /etc/munge/munge.key"; mungekey --create >&2; }
+    chown munge:munge /etc/munge/munge.key && chmod 0400 /etc/munge/munge.key
+    mkdir -p /run/munge && chown munge:munge /run/munge && chmod 0755 /run/munge
+    rm -f /run/munge/munged.pid
+    # munged forks into the background itself; its fds go to /dev/null so callers that
+    # capture this script's output do not wait on the daemon.
+    runuser -u munge -- /usr/sbin/munged </dev/null >/dev/null 2>&1 \
+        || die "munged failed to start (see /var/log/munge/munged.log)"
+    record_pid munged /run/munge/munged.pid
+    munge_ok || die "munged is running but 'munge -n | unmunge' fails"
+fi
+
+# --- slurmctld and slurmd (both daemonise and write their pid files) ------------------------
+slurmctld -f "$CONF" </dev/null >>"$STATE_DIR/log/slurmctld.out" 2>&1 \
+    || die "slurmctld failed to start; see $STATE_DIR/log/slurmctld.log"
+record_pid slurmctld "$STATE_DIR/slurmctld.pid"
+slurmd -f "$CONF" -N "$HOST" </dev/null >>"$STATE_DIR/log/slurmd.out" 2>&1 \
+    || die "slurmd failed to start; see $STATE_DIR/log/slurmd.log"
+record_pid slurmd "$STATE_DIR/slurmd.pid"
+
+# --- wait for the node ----------------------------------------------------------------------
+deadline=$((SECONDS + WAIT_S))
+state=$(node_state)
+while [[ $state != idle ]]; do
+    if ((SECONDS >= deadline)); then
+        die "node $HOST is '${state:-unknown}' after ${WAIT_S}s, not idle (SLURM_CONF=$CONF scontrol show node $HOST)"
+    fi
+    sleep 0.2
+    state=$(node_state)
+done
+print_env > "$STATE_DIR/env"
+log "up in $STATE_DIR: node $HOST idle, ${CPUS} CPUs, gpu:2, partitions debug (default) and gpu"
+print_env

@@ -1,0 +1,306 @@
+"""OME-Zarr (NGFF 0.4 / 0.5) layout: find the fields of a plate or image, read their nucleus plane, write labels.
+
+Metadata is read and validated with ``ome-zarr-models`` and written with
+``ome-zarr-py``; pixel arrays go through ``zarr`` directly so each field is
+written by one task without a nested Dask computation.
+
+Choices (documented in the README):
+
+- the full-resolution level (the first ``multiscales`` dataset) is segmented;
+- ``t``: the first time point; ``z > 1``: maximum projection, or one plane
+  (``z=N``);
+- labels are 2D ``(y, x)`` uint32 arrays at ``<image>/labels/nuclei/<level>``,
+  one level per image level with the same ``y, x`` shape, nearest-neighbour
+  downsampled, chunked like the image's ``y, x`` chunks.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import zarr
+from ome_zarr.format import Format, FormatV04, FormatV05
+from ome_zarr.writer import (
+    add_metadata,
+    get_metadata,
+    write_label_metadata,
+    write_multiscales_metadata,
+    write_plate_metadata,
+    write_well_metadata,
+)
+
+from hts.errors import HtsError
+
+LABEL_NAME = "nuclei"
+FORMATS = {"0.4": FormatV04, "0.5": FormatV05}
+
+
+@dataclass(frozen=True)
+class FieldRef:
+    """One image of the input: a plate field, or the whole image of a single-image Zarr."""
+
+    path: str  # image group path inside the Zarr root ("" for a single image)
+    well: str | None = None  # NGFF well path, e.g. "B/3"
+    row: str | None = None
+    column: str | None = None
+    field: str | None = None  # field (image) path inside the well
+
+    @property
+    def key(self) -> str:
+        """A name for task keys and files: ``B03-f2``, or ``image``."""
+        if self.well is None:
+            return "image"
+        col = self.column.zfill(2) if self.column.isdigit() else self.column
+        return f"{self.row}{col}-f{self.field}"
+
+
+@dataclass
+class Source:
+    """An opened OME-Zarr input: what to segment, and what could not be."""
+
+    path: Path
+    kind: str  # "plate" or "image"
+    version: str  # "0.4" or "0.5"
+    fields: list[FieldRef]
+    skipped: list[tuple[FieldRef, str]] = field(default_factory=list)
+    plate: dict | None = None  # the plate metadata (rows, columns, wells, ...)
+
+    @property
+    def fmt(self) -> Format:
+        return FORMATS[self.version]()
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """The ``multiscales`` of one image group: axes, level paths and shapes, y/x scales, channel names."""
+
+    axes: tuple[str, ...]
+    levels: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    yx_scales: tuple[tuple[float, float], ...]
+    chunks_yx: tuple[int, int]
+    channels: tuple[str, ...]
+
+    def axis_size(self, name: str) -> int:
+        return self.shapes[0][self.axes.index(name)] if name in self.axes else 1
+
+
+def _open_group(path: str | os.PathLike, mode: str = "r") -> zarr.Group:
+    p = Path(path)
+    if not p.exists():
+        raise HtsError(f"{p}: no such file or directory")
+    try:
+        return zarr.open_group(str(p), mode=mode)
+    except Exception as e:  # zarr raises several types for "not a group here"
+        raise HtsError(f"{p}: not a Zarr group ({type(e).__name__})") from None
+
+
+def _ome(group: zarr.Group) -> dict:
+    """The OME attributes of a group (under ``ome`` in NGFF 0.5, top level in 0.4)."""
+    return get_metadata(group)
+
+
+def _first_error(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return " ".join(t.strip() for t in text[:3]) if text else type(exc).__name__
+
+
+def open_source(path: str | os.PathLike) -> Source:
+    """Open an OME-Zarr plate (plate -> row -> column -> field) or single multiscale image."""
+    from ome_zarr_models import open_ome_zarr
+    from ome_zarr_models.v04 import HCS as HCS04, Image as Image04
+    from ome_zarr_models.v05 import HCS as HCS05, Image as Image05
+
+    root = _open_group(path)
+    attrs = _ome(root)
+    if "plate" not in attrs and "multiscales" not in attrs:
+        raise HtsError(f"{path}: a Zarr group but neither an OME-Zarr plate nor an image (no 'plate' or 'multiscales' metadata)")
+    what = "plate" if "plate" in attrs else "image"
+    try:
+        model = open_ome_zarr(root)
+    except Exception as e:
+        raise HtsError(f"{path}: invalid NGFF {what} metadata: {_first_error(e)}") from None
+    if isinstance(model, (HCS04, HCS05)):
+        version = "0.5" if isinstance(model, HCS05) else "0.4"
+        return _plate_source(Path(path), root, attrs["plate"], version)
+    if isinstance(model, (Image04, Image05)):
+        version = "0.5" if isinstance(model, Image05) else "0.4"
+        return Source(Path(path), "image", version, [FieldRef("")])
+    raise HtsError(f"{path}: OME-Zarr {type(model).__name__} is neither a plate nor an image")
+
+
+def _plate_source(path: Path, root: zarr.Group, plate: dict, version: str) -> Source:
+    rows = [r["name"] for r in plate["rows"]]
+    cols = [c["name"] for c in plate["columns"]]
+    fields, skipped = [], []
+    for well in plate["wells"]:
+        wpath = well["path"]
+        row, col = rows[well["rowIndex"]], cols[well["columnIndex"]]
+        try:
+            wgroup = root[wpath]
+        except KeyError:
+            skipped.append((FieldRef(wpath, wpath, row, col, "?"), f"well {wpath} is listed in the plate metadata but absent on disk"))
+            continue
+        images = _ome(wgroup).get("well", {}).get("images")
+        if not images:
+            skipped.append((FieldRef(wpath, wpath, row, col, "?"), f"well {wpath}: missing or empty 'well' metadata"))
+            continue
+        for im in images:
+            fields.append(FieldRef(f"{wpath}/{im['path']}", wpath, row, col, str(im["path"])))
+    return Source(path, "plate", version, fields, skipped, plate)
+
+
+def image_info(group: zarr.Group, where: str = "") -> ImageInfo:
+    """Axes, levels and channel names of an image group (raises HtsError naming ``where``)."""
+    attrs = _ome(group)
+    try:
+        ms = attrs["multiscales"][0]
+        axes = tuple(a["name"] if isinstance(a, dict) else a for a in ms["axes"])
+        levels = tuple(d["path"] for d in ms["datasets"])
+    except (KeyError, IndexError, TypeError):
+        raise HtsError(f"{where}: missing or invalid 'multiscales' metadata") from None
+    if "y" not in axes or "x" not in axes:
+        raise HtsError(f"{where}: axes {axes} have no 'y' and 'x'")
+    shapes, scales = [], []
+    iy, ix = axes.index("y"), axes.index("x")
+    for d in ms["datasets"]:
+        try:
+            arr = group[d["path"]]
+        except KeyError:
+            raise HtsError(f"{where}: dataset {d['path']!r} listed in 'multiscales' is absent") from None
+        shapes.append(tuple(int(s) for s in arr.shape))
+        scale = next((t["scale"] for t in d.get("coordinateTransformations", []) if t.get("type") == "scale"), None)
+        scales.append((float(scale[iy]), float(scale[ix])) if scale else (1.0, 1.0))
+    base = group[levels[0]]
+    if len(base.shape) != len(axes):
+        raise HtsError(f"{where}: array has {len(base.shape)} dimensions but metadata names axes {axes}")
+    chunks = (int(base.chunks[iy]), int(base.chunks[ix]))
+    omero = attrs.get("omero") or {}
+    channels = tuple(str(c.get("label", "")) for c in omero.get("channels", []))
+    return ImageInfo(axes, levels, tuple(shapes), tuple(scales), chunks, channels)
+
+
+def resolve_channel(info: ImageInfo, channel: str | int | None, where: str = "") -> int:
+    """The index on the ``c`` axis of the nucleus channel (by name or index)."""
+    n = info.axis_size("c")
+    names = ", ".join(f"{i}={c}" for i, c in enumerate(info.channels)) or "unnamed"
+    if channel is None:
+        if n > 1:
+            raise HtsError(f"{where}: {n} channels ({names}); choose the nucleus channel with --channel NAME|INDEX")
+        return 0
+    if isinstance(channel, str) and not channel.lstrip("-").isdigit():
+        if channel not in info.channels:
+            raise HtsError(f"{where}: channel {channel!r} does not exist (channels: {names})")
+        return info.channels.index(channel)
+    index = int(channel)
+    if not 0 <= index < n:
+        raise HtsError(f"{where}: channel index {index} out of range: the image has {n} channel(s) ({names})")
+    return index
+
+
+def read_plane(group: zarr.Group, info: ImageInfo, channel: int, z: int | None = None) -> np.ndarray:
+    """The full-resolution 2D ``(y, x)`` nucleus plane: t = 0, channel ``channel``, z max projection or plane ``z``."""
+    index = []
+    for name, size in zip(info.axes, info.shapes[0]):
+        if name == "c":
+            index.append(channel)
+        elif name == "z" and z is not None:
+            if not 0 <= z < size:
+                raise HtsError(f"z plane {z} out of range: the image has {size} planes")
+            index.append(z)
+        elif name in ("y", "x", "z"):
+            index.append(slice(None))
+        else:  # t or any other non-spatial axis: the first entry
+            index.append(0)
+    plane = np.asarray(group[info.levels[0]][tuple(index)])
+    while plane.ndim > 2:  # a remaining z axis: maximum projection
+        plane = plane.max(axis=0)
+    return plane
+
+
+def downsample_to(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resampling of a 2D array to ``shape`` (labels stay labels)."""
+    h, w = labels.shape
+    rows = (np.arange(shape[0]) * h) // shape[0]
+    cols = (np.arange(shape[1]) * w) // shape[1]
+    return labels[np.ix_(rows, cols)]
+
+
+def _yx_axes(fmt: Format) -> list[dict]:
+    return [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
+
+
+def _create_array(group: zarr.Group, name: str, data: np.ndarray, chunks: tuple[int, int], fmt: Format) -> None:
+    kwargs = {"dimension_names": ["y", "x"]} if fmt.zarr_format == 3 else {"chunk_key_encoding": {"name": "v2", "separator": "/"}}
+    chunks = (min(chunks[0], data.shape[0]), min(chunks[1], data.shape[1]))
+    arr = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks, fill_value=0, overwrite=True, **kwargs)
+    arr[...] = data
+
+
+def write_pyramid(group: zarr.Group, plane: np.ndarray, info: ImageInfo, fmt: Format, name: str) -> None:
+    """``plane`` and its downsampled levels as a 2D ``(y, x)`` multiscale in ``group``, metadata last."""
+    iy, ix = info.axes.index("y"), info.axes.index("x")
+    datasets = []
+    for level, (shape, (sy, sx)) in enumerate(zip(info.shapes, info.yx_scales)):
+        data = plane if level == 0 else downsample_to(plane, (shape[iy], shape[ix]))
+        _create_array(group, str(level), data, info.chunks_yx, fmt)
+        datasets.append({"path": str(level), "coordinateTransformations": [{"type": "scale", "scale": [sy, sx]}]})
+    write_multiscales_metadata(group, datasets, fmt=fmt, axes=_yx_axes(fmt), name=name)
+
+
+def write_labels(image: zarr.Group, labels: np.ndarray, info: ImageInfo, fmt: Format, properties: dict | None = None) -> None:
+    """Write ``labels`` as ``<image>/labels/nuclei`` (NGFF ``image-label``), replacing an earlier partial write."""
+    parent = image.require_group("labels")
+    if LABEL_NAME in parent:
+        del parent[LABEL_NAME]
+    group = parent.create_group(LABEL_NAME)
+    write_pyramid(group, labels.astype(np.uint32, copy=False), info, fmt, LABEL_NAME)
+    extra = {"source": {"image": "../../"}}
+    if properties:
+        extra["hts"] = properties
+    if LABEL_NAME in _ome(parent).get("labels", []):
+        add_metadata(group, {"image-label": {**extra, "version": fmt.version}}, fmt=fmt)
+    else:
+        write_label_metadata(parent, LABEL_NAME, fmt=fmt, **extra)
+    stamp_version(parent, fmt)
+
+
+def stamp_version(labels_group: zarr.Group, fmt: Format) -> None:
+    """NGFF 0.5 wants ``ome.version`` in every group; ome-zarr-py leaves it out of the ``labels`` group."""
+    if fmt.zarr_format == 3 and "version" not in _ome(labels_group):
+        add_metadata(labels_group, {"version": fmt.version}, fmt=fmt)
+
+
+def create_output(source: Source, out: str | os.PathLike) -> zarr.Group:
+    """A new Zarr root at ``out`` with the plate/well structure of ``source`` (images are added per field)."""
+    fmt = source.fmt
+    root = zarr.open_group(str(out), mode="a", zarr_format=fmt.zarr_format)
+    if source.kind == "plate":
+        plate = source.plate
+        wells = [w["path"] for w in plate["wells"]]
+        if "plate" not in _ome(root):
+            write_plate_metadata(root, [r["name"] for r in plate["rows"]], [c["name"] for c in plate["columns"]],
+                                 wells, fmt=fmt, field_count=plate.get("field_count"), name=plate.get("name"))
+        by_well: dict[str, list[str]] = {}
+        for f in source.fields:
+            by_well.setdefault(f.well, []).append(f.field)
+        for well, images in by_well.items():
+            wg = root.require_group(well)
+            if "well" not in _ome(wg):
+                write_well_metadata(wg, images, fmt=fmt)
+    return root
+
+
+def open_output(source: Source, out: str | os.PathLike | None) -> zarr.Group:
+    """The Zarr root that receives labels: the input itself, or a new tree at ``out``."""
+    if out is None or Path(out).resolve() == source.path.resolve():
+        try:
+            return zarr.open_group(str(source.path), mode="r+")
+        except Exception as e:
+            raise HtsError(f"{source.path}: cannot write labels into the input ({_first_error(e)}); use --out") from None
+    if Path(out).exists() and not (Path(out) / ".zgroup").exists() and not (Path(out) / "zarr.json").exists():
+        raise HtsError(f"--out {out}: exists and is not a Zarr group")
+    return create_output(source, out)

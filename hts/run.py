@@ -1,0 +1,213 @@
+"""``hts run``: segment every field of an OME-Zarr plate (or a single image) on a Dask cluster.
+
+The graph has three tasks per field, keyed by stage and place so the
+dashboard's task stream reads like the plate: ``infer-B03-f2`` (read +
+network; asks for a ``GPU`` resource when workers declare one),
+``watershed-B03-f2`` and ``write-B03-f2``. Fields are submitted in a bounded
+window (a few per worker thread), so neither the driver nor the workers ever
+hold the plate. A field is done when its marker exists (:mod:`hts.results`);
+reruns skip done fields, ``--overwrite`` recomputes all. Labels are
+deterministic, so a task recomputed after a worker died writes the same
+bytes.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import zarr
+from tqdm import tqdm
+
+from hts.cluster import ClusterOptions, connect, gpu_workers
+from hts.errors import HtsError
+from hts.ngff import FieldRef, Source, open_output, open_source
+from hts.results import Results, results_dir
+from hts.tasks import Job, infer_field, read_field, watershed_field, write_field
+
+WINDOW_PER_THREAD = 2  # fields in flight per worker thread
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What ``hts run`` takes besides the input path (see ``hts run --help``)."""
+
+    out: str | None = None
+    channel: str | int | None = None
+    z: int | None = None
+    diameter: float | None = None
+    model: str | None = None
+    device: str | None = None
+    batch_size: int = 4
+    overwrite: bool = False
+    cluster: ClusterOptions = ClusterOptions()
+
+
+@dataclass
+class RunSummary:
+    """What a run did; ``failed`` maps field keys to the reason."""
+
+    out: str
+    results: str
+    fields: int
+    done: int
+    skipped_done: int
+    failed: dict[str, str] = field(default_factory=dict)
+    n_nuclei: int = 0
+    wall_s: float = 0.0
+    megapixels: float = 0.0  # segmented by this run
+    computed: int = 0  # fields segmented by this run
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and self.done == self.fields
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("hts", "torch", "dask", "distributed", "zarr", "ome-zarr", "numpy", "scikit-image"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _model_record(model: str | None) -> dict:
+    """Load the model once in the driver: a bad checkpoint fails before any worker starts."""
+    from hts.api import resolve_model
+    from hts.checkpoint import sha256sum
+    from hts.pretrained import default_model_path
+
+    net = resolve_model(model)
+    path = Path(model) if model else default_model_path()
+    return {"path": str(path), "sha256": sha256sum(path), "config": asdict(net.config)}
+
+
+def _estimate_diameter(job: Job, log) -> float | None:
+    """One diameter per plate (magnification is fixed per plate), estimated on the first field."""
+    from hts.scale import estimate_diameter
+
+    d = estimate_diameter(read_field(job))
+    log(f"nucleus diameter: {d:.1f} px (estimated on {job.ref.key}; set --diameter to fix it)" if d else
+        "nucleus diameter: no nuclei found to estimate it on the first field; images are not rescaled")
+    return d
+
+
+def _check_channel(job: Job) -> None:
+    from hts.ngff import image_info, resolve_channel
+
+    where = f"{job.source}/{job.ref.path}".rstrip("/")
+    group = zarr.open_group(where, mode="r")
+    resolve_channel(image_info(group, where), job.channel, where)
+
+
+def _write_attrs(out: zarr.Group, source: Source, fields, wells, complete: bool) -> None:
+    """Counts into the plate and well attributes (key ``hts``, beside the NGFF metadata)."""
+    if source.kind != "plate":
+        n = int(fields["n_nuclei"].sum()) if len(fields) else 0
+        out.attrs["hts"] = {"n_nuclei": n, "complete": complete}
+        return
+    for well, part in fields.groupby("well", sort=False):
+        out[well].attrs["hts"] = {"n_nuclei": int(part["n_nuclei"].sum()),
+                                  "fields": {str(f): int(n) for f, n in zip(part["field"], part["n_nuclei"])}}
+    out.attrs["hts"] = {"n_nuclei": int(wells["n_nuclei"].sum()) if len(wells) else 0, "complete": complete,
+                        "wells": {w: int(n) for w, n in zip(wells["well"], wells["n_nuclei"])}}
+
+
+def run(path: str | os.PathLike, opts: RunOptions = RunOptions(), progress: bool = True, log=print) -> RunSummary:
+    """Segment every field of ``path``; write labels, counts and tables; return the summary."""
+    t0 = time.perf_counter()
+    if opts.batch_size < 1:
+        raise HtsError(f"--batch-size must be >= 1, got {opts.batch_size}")
+    source = open_source(path)
+    out_path = str(opts.out or path)
+    results = Results(results_dir(out_path))
+    results.lock()
+    try:
+        out = open_output(source, opts.out)
+        if opts.overwrite:
+            results.forget()
+        model = _model_record(opts.model)
+        todo = [f for f in source.fields if not results.is_done(f)]
+        summary = RunSummary(out_path, str(results.path), len(source.fields) + len(source.skipped), 0,
+                             len(source.fields) - len(todo))
+        summary.failed = {ref.key: reason for ref, reason in source.skipped}
+        for key, reason in summary.failed.items():
+            log(f"skipped {key}: {reason}")
+        base = dict(source=str(source.path), out=out_path, results=str(results.path), version=source.version,
+                    copy_image=Path(out_path).resolve() != source.path.resolve(), channel=opts.channel, z=opts.z,
+                    model=opts.model, device=opts.device, batch_size=opts.batch_size,
+                    threads=opts.cluster.threads_per_worker)
+        if todo:  # metadata problems shared by all fields (e.g. an unknown channel) fail the run at once
+            _check_channel(Job(todo[0], diameter=None, **base))
+        diameter = opts.diameter
+        if todo and diameter is None:
+            try:
+                diameter = _estimate_diameter(Job(todo[0], diameter=None, **base), log)
+            except HtsError as e:
+                log(f"nucleus diameter: cannot estimate on {todo[0].key} ({e}); images are not rescaled")
+        jobs = [Job(ref, diameter=diameter, **base) for ref in todo]
+        if jobs:
+            _compute(jobs, opts, summary, progress, log)
+        fields, wells = results.write_tables(source.fields)
+        summary.done = len(fields)
+        summary.n_nuclei = int(fields["n_nuclei"].sum()) if len(fields) else 0
+        _write_attrs(out, source, fields, wells, complete=summary.done == len(source.fields))
+        summary.wall_s = time.perf_counter() - t0
+        results.write_record({"input": str(source.path), "output": out_path, "kind": source.kind,
+                              "ngff": source.version, "options": asdict(opts) | {"diameter": diameter},
+                              "model": model, "versions": _versions(), "host": platform.node(),
+                              "summary": asdict(summary), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    finally:
+        results.unlock()
+    return summary
+
+
+def _compute(jobs: list[Job], opts: RunOptions, summary: RunSummary, progress: bool, log) -> None:
+    """Run the jobs on the cluster in a bounded window, recording each field's outcome as it finishes."""
+    from distributed import as_completed
+
+    with connect(opts.cluster, log=log) as client:
+        gpu = {"GPU": 1} if gpu_workers(client) else None
+        threads = sum(client.nthreads().values()) or 1
+        window = max(WINDOW_PER_THREAD * threads, 2)
+        pending = iter(jobs)
+        by_future = {}
+
+        def submit(job: Job) -> None:
+            k = job.ref.key
+            inferred = client.submit(infer_field, job, key=f"infer-{k}", resources=gpu, pure=False)
+            labels = client.submit(watershed_field, job, inferred, key=f"watershed-{k}", pure=False)
+            written = client.submit(write_field, job, labels, key=f"write-{k}", pure=False)
+            by_future[written] = job
+            queue.add(written)
+
+        queue = as_completed()
+        for job in [j for _, j in zip(range(window), pending)]:
+            submit(job)
+        bar = tqdm(total=summary.fields, initial=summary.skipped_done, unit="field", desc="fields",
+                   disable=not progress, dynamic_ncols=True)
+        for fut in queue:
+            job = by_future.pop(fut)
+            if fut.status == "finished":
+                summary.computed += 1
+                result = fut.result()
+                summary.n_nuclei += result["n_nuclei"]
+                summary.megapixels += result["pixels"] / 1e6
+            else:
+                exc = fut.exception()
+                reason = str(exc) if isinstance(exc, HtsError) else f"{type(exc).__name__}: {exc}"
+                summary.failed[job.ref.key] = reason
+                (bar.write if progress else log)(f"failed {job.ref.key}: {reason}")
+            fut.release()
+            bar.update(1)
+            bar.set_postfix(nuclei=summary.n_nuclei, failed=len(summary.failed))
+            nxt = next(pending, None)
+            if nxt is not None:
+                submit(nxt)
+        bar.close()

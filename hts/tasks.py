@@ -1,0 +1,107 @@
+"""The per-field work of a run, as the Dask tasks execute it on workers: infer -> watershed -> write.
+
+Each function takes and returns small, picklable values (numpy arrays and
+dataclasses); the model is loaded once per worker process and kept
+(:func:`worker_model`). Writing a field is idempotent and committed by a done
+marker written last (:mod:`hts.results`), so a task re-run after a worker died
+rewrites the same bytes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+import zarr
+
+from hts.api import infer_image, resolve_model, watershed_prediction
+from hts.count import measure_nuclei
+from hts.errors import HtsError
+from hts.infer import Prediction
+from hts.model import InstanceUNet
+from hts.ngff import FieldRef, image_info, read_plane, resolve_channel, write_labels, write_pyramid
+from hts.preprocess import check_image
+from hts.results import Results
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything a worker needs for one field; the same for every field of a run but ``ref``."""
+
+    ref: FieldRef
+    source: str  # input Zarr root
+    out: str  # output Zarr root (may equal ``source``)
+    results: str  # the run's results folder
+    version: str  # NGFF version of the output
+    copy_image: bool  # write the segmented plane as the output field's image (``--out``)
+    channel: str | int | None
+    z: int | None
+    diameter: float | None
+    model: str | None  # checkpoint path; None: the shipped default
+    device: str | None
+    batch_size: int
+    threads: int  # torch threads per task
+
+
+@dataclass
+class Inferred:
+    """The network output of one field plus the plane it came from (needed for intensities)."""
+
+    plane: np.ndarray
+    prediction: Prediction
+    seconds: float
+
+
+@lru_cache(maxsize=2)
+def worker_model(model: str | None, threads: int) -> InstanceUNet:
+    """The model, loaded once per worker process (checksum-verified), in eval mode."""
+    torch.set_num_threads(max(threads, 1))
+    return resolve_model(model).eval()
+
+
+def read_field(job: Job) -> np.ndarray:
+    """The checked 2D nucleus plane of a field (raises HtsError naming the field)."""
+    where = f"{job.source}/{job.ref.path}".rstrip("/")
+    group = zarr.open_group(f"{job.source}/{job.ref.path}" if job.ref.path else job.source, mode="r")
+    info = image_info(group, where)
+    plane = read_plane(group, info, resolve_channel(info, job.channel, where), job.z)
+    return check_image(plane, name=where)
+
+
+def infer_field(job: Job) -> Inferred:
+    """Read the field and run the network (the GPU stage)."""
+    t0 = time.perf_counter()
+    plane = read_field(job)
+    net = worker_model(job.model, job.threads)
+    pred = infer_image(net, plane, job.diameter, device=job.device, batch_size=job.batch_size)
+    return Inferred(plane, pred, time.perf_counter() - t0)
+
+
+def watershed_field(job: Job, inferred: Inferred) -> tuple[np.ndarray, Inferred]:
+    """Labels of a field from its prediction (the CPU stage); the prediction's maps are dropped."""
+    net = worker_model(job.model, job.threads)
+    labels = watershed_prediction(net, inferred.prediction, job.diameter)
+    return labels, Inferred(inferred.plane, Prediction(np.empty((0, 0), np.float32), inferred.prediction.boxes[:0],
+                                                        inferred.prediction.scores[:0]), inferred.seconds)
+
+
+def write_field(job: Job, segmented: tuple[np.ndarray, Inferred]) -> dict:
+    """Write labels (and, with ``--out``, the plane), the nucleus table, then the done marker; returns the summary."""
+    labels, inferred = segmented
+    ref, fmt = job.ref, Results.fmt_of(job.version)
+    root = zarr.open_group(job.out, mode="r+")
+    src = zarr.open_group(f"{job.source}/{ref.path}" if ref.path else job.source, mode="r")
+    info = image_info(src, ref.path)
+    if job.copy_image:
+        image = root.require_group(ref.path) if ref.path else root
+        write_pyramid(image, inferred.plane, info, fmt, ref.key)
+    else:
+        image = root[ref.path] if ref.path else root
+    if labels.max(initial=0) >= 2**32 - 1:
+        raise HtsError(f"{ref.key}: too many nuclei for uint32 labels")
+    write_labels(image, labels, info, fmt, properties={"n_nuclei": int(labels.max(initial=0))})
+    table = measure_nuclei(labels, inferred.plane)
+    return Results(job.results).commit(ref, table, pixels=labels.size, seconds=inferred.seconds)
