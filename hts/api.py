@@ -17,6 +17,7 @@ from hts.model import InstanceUNet
 from hts.preprocess import as_numpy, check_image, intensity_range, normalize
 from hts.pretrained import default_model
 from hts.scale import estimate_diameter, scale_factor
+from hts.stitch import aligned_blocks
 from hts.watershed import instance_labels, size_params
 
 IN_MEMORY_MAX_PIXELS = 4096 * 4096  # larger numpy images go block by block
@@ -164,7 +165,7 @@ def segment(
 
     if not lazy and out is None and image.size <= IN_MEMORY_MAX_PIXELS:
         return run(image)
-    halo = math.ceil(HALO_NETWORK_PX / scale)
+    diameter, block, halo = aligned_blocks(diameter, net.config.diameter, BLOCK, HALO_NETWORK_PX)
     value_range = intensity_range(image)
     return segment_blocks(image, lambda r: run(check_image(r, "image block"), value_range), halo=halo, out=out,
-                          block=max(BLOCK, 4 * halo), progress=progress)
+                          block=block, progress=progress)

@@ -99,6 +99,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--diameter", type=float, help="median nucleus diameter in px (default: estimated once per plate)")
     p.add_argument("--model", help="checkpoint (default: the shipped model)")
     p.add_argument("--device", help="torch device on the workers (default: cuda if available, else cpu)")
+    p.add_argument("--block", type=int, default=4096,
+                   help="px: a single image larger than this is processed in blocks of about this side with a "
+                   "halo, stitched so each nucleus has one label (default %(default)s)")
     p.add_argument("--dashboard", default="127.0.0.1:8787", help="local dashboard address (default %(default)s)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--resume", dest="overwrite", action="store_false", default=False,
@@ -222,6 +225,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     channel = int(args.channel) if args.channel is not None and args.channel.isdigit() else args.channel
     opts = RunOptions(out=str(args.out) if args.out else None, channel=channel, z=args.z, diameter=args.diameter,
                       model=args.model, device=args.device, batch_size=args.batch_size, overwrite=args.overwrite,
+                      block=args.block,
                       cluster=ClusterOptions(cluster=args.cluster, workers=args.workers,
                                              threads_per_worker=args.threads_per_worker, dashboard=args.dashboard))
     s = run(args.path, opts)

@@ -72,3 +72,27 @@ def gpu_workers(client) -> bool:
 
 def _scheduler_has_gpu(dask_scheduler=None) -> bool:
     return any(ws.resources.get("GPU") for ws in dask_scheduler.workers.values())
+
+
+def windowed(client, items, submit, window: int):
+    """Yield ``(item, future)`` as futures finish, keeping at most ``window`` items in flight.
+
+    ``submit(item) -> future`` builds the item's tasks; memory stays bounded
+    whatever the number of items. Each yielded future is released by the caller.
+    """
+    from distributed import as_completed
+
+    pending = iter(items)
+    owner = {}
+    queue = as_completed()
+    for item in [i for _, i in zip(range(max(window, 1)), pending)]:
+        fut = submit(item)
+        owner[fut] = item
+        queue.add(fut)
+    for fut in queue:
+        yield owner.pop(fut), fut
+        nxt = next(pending, None)
+        if nxt is not None:
+            new = submit(nxt)
+            owner[new] = nxt
+            queue.add(new)

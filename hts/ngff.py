@@ -201,8 +201,11 @@ def resolve_channel(info: ImageInfo, channel: str | int | None, where: str = "")
     return index
 
 
-def read_plane(group: zarr.Group, info: ImageInfo, channel: int, z: int | None = None) -> np.ndarray:
-    """The full-resolution 2D ``(y, x)`` nucleus plane: t = 0, channel ``channel``, z max projection or plane ``z``."""
+def read_plane(group: zarr.Group, info: ImageInfo, channel: int, z: int | None = None,
+               region: tuple[slice, slice] | None = None) -> np.ndarray:
+    """The full-resolution 2D ``(y, x)`` nucleus plane (or its ``region``): t = 0, channel ``channel``,
+    z max projection or plane ``z``."""
+    yx = dict(zip("yx", region or (slice(None), slice(None))))
     index = []
     for name, size in zip(info.axes, info.shapes[0]):
         if name == "c":
@@ -211,7 +214,9 @@ def read_plane(group: zarr.Group, info: ImageInfo, channel: int, z: int | None =
             if not 0 <= z < size:
                 raise HtsError(f"z plane {z} out of range: the image has {size} planes")
             index.append(z)
-        elif name in ("y", "x", "z"):
+        elif name in ("y", "x"):
+            index.append(yx[name])
+        elif name == "z":
             index.append(slice(None))
         else:  # t or any other non-spatial axis: the first entry
             index.append(0)
@@ -233,31 +238,50 @@ def _yx_axes(fmt: Format) -> list[dict]:
     return [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
 
 
-def _create_array(group: zarr.Group, name: str, data: np.ndarray, chunks: tuple[int, int], fmt: Format) -> None:
+def _create_array(group: zarr.Group, name: str, shape: tuple[int, int], dtype, chunks: tuple[int, int],
+                  fmt: Format) -> zarr.Array:
     kwargs = {"dimension_names": ["y", "x"]} if fmt.zarr_format == 3 else {"chunk_key_encoding": {"name": "v2", "separator": "/"}}
-    chunks = (min(chunks[0], data.shape[0]), min(chunks[1], data.shape[1]))
-    arr = group.create_array(name, shape=data.shape, dtype=data.dtype, chunks=chunks, fill_value=0, overwrite=True, **kwargs)
-    arr[...] = data
+    chunks = (max(min(chunks[0], shape[0]), 1), max(min(chunks[1], shape[1]), 1))
+    return group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, fill_value=0, overwrite=True, **kwargs)
+
+
+def level_shapes(info: ImageInfo) -> list[tuple[int, int]]:
+    iy, ix = info.axes.index("y"), info.axes.index("x")
+    return [(shape[iy], shape[ix]) for shape in info.shapes]
+
+
+def create_levels(group: zarr.Group, info: ImageInfo, fmt: Format, dtype) -> list[zarr.Array]:
+    """Empty 2D ``(y, x)`` arrays ``0..L-1`` with the image's level shapes and ``y, x`` chunks."""
+    return [_create_array(group, str(level), shape, dtype, info.chunks_yx, fmt)
+            for level, shape in enumerate(level_shapes(info))]
+
+
+def write_multiscales(group: zarr.Group, info: ImageInfo, fmt: Format, name: str) -> None:
+    datasets = [{"path": str(level), "coordinateTransformations": [{"type": "scale", "scale": [sy, sx]}]}
+                for level, (sy, sx) in enumerate(info.yx_scales)]
+    write_multiscales_metadata(group, datasets, fmt=fmt, axes=_yx_axes(fmt), name=name)
 
 
 def write_pyramid(group: zarr.Group, plane: np.ndarray, info: ImageInfo, fmt: Format, name: str) -> None:
     """``plane`` and its downsampled levels as a 2D ``(y, x)`` multiscale in ``group``, metadata last."""
-    iy, ix = info.axes.index("y"), info.axes.index("x")
-    datasets = []
-    for level, (shape, (sy, sx)) in enumerate(zip(info.shapes, info.yx_scales)):
-        data = plane if level == 0 else downsample_to(plane, (shape[iy], shape[ix]))
-        _create_array(group, str(level), data, info.chunks_yx, fmt)
-        datasets.append({"path": str(level), "coordinateTransformations": [{"type": "scale", "scale": [sy, sx]}]})
-    write_multiscales_metadata(group, datasets, fmt=fmt, axes=_yx_axes(fmt), name=name)
+    for level, arr in enumerate(create_levels(group, info, fmt, plane.dtype)):
+        arr[...] = plane if level == 0 else downsample_to(plane, arr.shape)
+    write_multiscales(group, info, fmt, name)
 
 
-def write_labels(image: zarr.Group, labels: np.ndarray, info: ImageInfo, fmt: Format, properties: dict | None = None) -> None:
-    """Write ``labels`` as ``<image>/labels/nuclei`` (NGFF ``image-label``), replacing an earlier partial write."""
+def begin_labels(image: zarr.Group, info: ImageInfo, fmt: Format) -> tuple[zarr.Group, list[zarr.Array]]:
+    """A fresh ``<image>/labels/nuclei`` (an earlier partial write is removed) with empty uint32 levels."""
     parent = image.require_group("labels")
     if LABEL_NAME in parent:
         del parent[LABEL_NAME]
     group = parent.create_group(LABEL_NAME)
-    write_pyramid(group, labels.astype(np.uint32, copy=False), info, fmt, LABEL_NAME)
+    return group, create_levels(group, info, fmt, np.uint32)
+
+
+def finish_labels(image: zarr.Group, info: ImageInfo, fmt: Format, properties: dict | None = None) -> None:
+    """The NGFF metadata of ``<image>/labels/nuclei``, written after its arrays."""
+    parent, group = image["labels"], image["labels"][LABEL_NAME]
+    write_multiscales(group, info, fmt, LABEL_NAME)
     extra = {"source": {"image": "../../"}}
     if properties:
         extra["hts"] = properties
@@ -266,6 +290,14 @@ def write_labels(image: zarr.Group, labels: np.ndarray, info: ImageInfo, fmt: Fo
     else:
         write_label_metadata(parent, LABEL_NAME, fmt=fmt, **extra)
     stamp_version(parent, fmt)
+
+
+def write_labels(image: zarr.Group, labels: np.ndarray, info: ImageInfo, fmt: Format, properties: dict | None = None) -> None:
+    """Write ``labels`` as ``<image>/labels/nuclei`` (NGFF ``image-label``), replacing an earlier partial write."""
+    _, levels = begin_labels(image, info, fmt)
+    for level, arr in enumerate(levels):
+        arr[...] = labels if level == 0 else downsample_to(labels, arr.shape)
+    finish_labels(image, info, fmt, properties)
 
 
 def stamp_version(labels_group: zarr.Group, fmt: Format) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 import zarr
 from tqdm import tqdm
 
-from hts.cluster import ClusterOptions, connect, gpu_workers
+from hts.cluster import ClusterOptions, connect, gpu_workers, windowed
 from hts.errors import HtsError
 from hts.ngff import FieldRef, Source, open_output, open_source
 from hts.results import Results, results_dir
@@ -44,6 +44,7 @@ class RunOptions:
     device: str | None = None
     batch_size: int = 4
     overwrite: bool = False
+    block: int = 4096  # px; single images larger than this go block by block (whole-slide images)
     cluster: ClusterOptions = ClusterOptions()
 
 
@@ -92,7 +93,7 @@ def _estimate_diameter(job: Job, log) -> float | None:
     """One diameter per plate (magnification is fixed per plate), estimated on the first field."""
     from hts.scale import estimate_diameter
 
-    d = estimate_diameter(read_field(job))
+    d = estimate_diameter(read_field(job, (slice(0, 2048), slice(0, 2048))))  # bounded for whole slides
     log(f"nucleus diameter: {d:.1f} px (estimated on {job.ref.key}; set --diameter to fix it)" if d else
         "nucleus diameter: no nuclei found to estimate it on the first field; images are not rescaled")
     return d
@@ -124,6 +125,8 @@ def run(path: str | os.PathLike, opts: RunOptions = RunOptions(), progress: bool
     t0 = time.perf_counter()
     if opts.batch_size < 1:
         raise HtsError(f"--batch-size must be >= 1, got {opts.batch_size}")
+    if opts.block < 256:
+        raise HtsError(f"--block must be >= 256 px, got {opts.block}")
     source = open_source(path)
     out_path = str(opts.out or path)
     results = Results(results_dir(out_path))
@@ -169,45 +172,48 @@ def run(path: str | os.PathLike, opts: RunOptions = RunOptions(), progress: bool
 
 
 def _compute(jobs: list[Job], opts: RunOptions, summary: RunSummary, progress: bool, log) -> None:
-    """Run the jobs on the cluster in a bounded window, recording each field's outcome as it finishes."""
-    from distributed import as_completed
-
+    """Run the jobs on the cluster, recording each field's outcome as it finishes."""
     with connect(opts.cluster, log=log) as client:
         gpu = {"GPU": 1} if gpu_workers(client) else None
-        threads = sum(client.nthreads().values()) or 1
-        window = max(WINDOW_PER_THREAD * threads, 2)
-        pending = iter(jobs)
-        by_future = {}
+        window = max(WINDOW_PER_THREAD * (sum(client.nthreads().values()) or 1), 2)
+        if len(jobs) == 1 and jobs[0].ref.well is None and _is_large(jobs[0], opts):
+            from hts.slide import run_slide
 
-        def submit(job: Job) -> None:
+            _record(summary, jobs[0], run_slide(client, jobs[0], opts.block, gpu, window, progress, log))
+            return
+
+        def submit(job: Job):
             k = job.ref.key
             inferred = client.submit(infer_field, job, key=f"infer-{k}", resources=gpu, pure=False)
             labels = client.submit(watershed_field, job, inferred, key=f"watershed-{k}", pure=False)
-            written = client.submit(write_field, job, labels, key=f"write-{k}", pure=False)
-            by_future[written] = job
-            queue.add(written)
+            return client.submit(write_field, job, labels, key=f"write-{k}", pure=False)
 
-        queue = as_completed()
-        for job in [j for _, j in zip(range(window), pending)]:
-            submit(job)
         bar = tqdm(total=summary.fields, initial=summary.skipped_done, unit="field", desc="fields",
                    disable=not progress, dynamic_ncols=True)
-        for fut in queue:
-            job = by_future.pop(fut)
-            if fut.status == "finished":
-                summary.computed += 1
-                result = fut.result()
-                summary.n_nuclei += result["n_nuclei"]
-                summary.megapixels += result["pixels"] / 1e6
-            else:
-                exc = fut.exception()
-                reason = str(exc) if isinstance(exc, HtsError) else f"{type(exc).__name__}: {exc}"
-                summary.failed[job.ref.key] = reason
-                (bar.write if progress else log)(f"failed {job.ref.key}: {reason}")
+        for job, fut in windowed(client, jobs, submit, window):
+            outcome = fut.result() if fut.status == "finished" else fut.exception()
             fut.release()
+            _record(summary, job, outcome, bar.write if progress else log)
             bar.update(1)
             bar.set_postfix(nuclei=summary.n_nuclei, failed=len(summary.failed))
-            nxt = next(pending, None)
-            if nxt is not None:
-                submit(nxt)
         bar.close()
+
+
+def _is_large(job: Job, opts: RunOptions) -> bool:
+    """A single image bigger than one block goes block by block (whole-slide images)."""
+    from hts.ngff import image_info, level_shapes
+
+    h, w = level_shapes(image_info(zarr.open_group(job.source, mode="r"), job.source))[0]
+    return max(h, w) > opts.block
+
+
+def _record(summary: RunSummary, job: Job, outcome, log=print) -> None:
+    """Account one field: its summary dict, or the exception that stopped it."""
+    if isinstance(outcome, dict):
+        summary.computed += 1
+        summary.n_nuclei += outcome["n_nuclei"]
+        summary.megapixels += outcome["pixels"] / 1e6
+        return
+    reason = str(outcome) if isinstance(outcome, HtsError) else f"{type(outcome).__name__}: {outcome}"
+    summary.failed[job.ref.key] = reason
+    log(f"failed {job.ref.key}: {reason}")

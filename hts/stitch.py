@@ -101,3 +101,31 @@ def assemble(target: Block, candidates: list[tuple[Block, np.ndarray, int]]) -> 
         free = (dst == 0) & (src > 0)
         dst[free] = src[free] + np.uint32(offset)
     return out
+
+
+STRIDE = 16  # the network's total downsampling: tile phases repeat every 16 network px
+
+
+def aligned_blocks(diameter: float | None, canonical: float | None, block: int, halo_network: int) -> tuple[float | None, int, int]:
+    """``(diameter, block, halo)`` so that every block region starts on the network's stride grid.
+
+    The network is not exactly shift-invariant: a region resampled from an
+    origin that maps to a fraction of the 16 px stride sees different pooling
+    phases than the whole image, and its nuclei differ slightly. With the
+    diameter rounded to 0.5 px, block side and halo (input px) become
+    multiples of ``q = 16 * diameter / canonical`` (made integral), so each
+    region origin maps to a multiple of 16 network px, as in a single pass.
+    """
+    from fractions import Fraction
+
+    if canonical is None or diameter is None:
+        d, q = diameter, STRIDE
+        factor = 1.0
+    else:
+        d = max(round(2 * diameter) / 2, 0.5)
+        frac = Fraction(STRIDE) * Fraction(d).limit_denominator(2) / Fraction(canonical).limit_denominator(1000)
+        q = frac.numerator  # the smallest whole number of px that is a multiple of 16 network px
+        factor = canonical / d
+    halo = -(-int(np.ceil(halo_network / factor)) // q) * q
+    side = -(-max(block, 4 * halo) // q) * q
+    return d, side, halo

@@ -62,13 +62,14 @@ def worker_model(model: str | None, threads: int) -> InstanceUNet:
     return resolve_model(model).eval()
 
 
-def read_field(job: Job) -> np.ndarray:
-    """The checked 2D nucleus plane of a field (raises HtsError naming the field)."""
+def read_field(job: Job, region: tuple[slice, slice] | None = None, check: bool = True) -> np.ndarray:
+    """The 2D nucleus plane of a field, or a ``region`` of it; checked unless ``check`` is False
+    (raises HtsError naming the field)."""
     where = f"{job.source}/{job.ref.path}".rstrip("/")
-    group = zarr.open_group(f"{job.source}/{job.ref.path}" if job.ref.path else job.source, mode="r")
+    group = zarr.open_group(where, mode="r")
     info = image_info(group, where)
-    plane = read_plane(group, info, resolve_channel(info, job.channel, where), job.z)
-    return check_image(plane, name=where)
+    plane = read_plane(group, info, resolve_channel(info, job.channel, where), job.z, region)
+    return check_image(plane, name=where) if check else plane
 
 
 def infer_field(job: Job) -> Inferred:

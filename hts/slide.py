@@ -1,0 +1,182 @@
+"""Whole-slide images on Dask: blocks with a halo, stitched so that every nucleus has one label in the image.
+
+The same two passes as :mod:`hts.blockwise`, as Dask tasks over the block
+grid of :mod:`hts.stitch`:
+
+1. ``infer-bIII_JJJ`` / ``watershed-...`` / ``store-...``: each block plus its
+   halo is segmented and reduced to the nuclei it owns (centroid in its
+   core); those labels go to a scratch Zarr in the results folder with a
+   per-block marker, so an interrupted run resumes block by block;
+2. ``stitch-...``: global ids follow from the per-block counts (grid order);
+   each block core is assembled from its own and its neighbours' owned
+   nuclei and written (cores are chunk-aligned, so no two tasks write one
+   chunk), with the nucleus table of the nuclei it owns; then ``pyramid-...``
+   tasks fill the lower levels, chunk-aligned too.
+
+The label metadata and the field's done marker come last.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import zarr
+from tqdm import tqdm
+
+from hts.api import HALO_NETWORK_PX, infer_image, watershed_prediction
+from hts.cluster import windowed
+from hts.count import measure_nuclei
+from hts.errors import HtsError
+from hts.ngff import begin_labels, create_levels, finish_labels, image_info, level_shapes, write_multiscales
+from hts.preprocess import check_image
+from hts.results import Results
+from hts.stitch import Block, aligned_blocks, assemble, block_grid, keep_owned, neighbours
+from hts.tasks import Job, read_field, worker_model
+
+
+@dataclass(frozen=True)
+class BlockJob:
+    """One block of a slide and what its tasks share."""
+
+    job: Job
+    block: Block
+    value_range: tuple[float, float]
+
+    @property
+    def key(self) -> str:
+        return "b{:03d}_{:03d}".format(*self.block.index)
+
+
+def _scratch(job: Job) -> Path:
+    return Path(job.results) / "slide"
+
+
+def infer_block(bj: BlockJob):
+    """Read the block plus halo and run the network (normalised with the slide's intensity range)."""
+    region = check_image(read_field(bj.job, bj.block.region_slices, check=False), name=f"{bj.job.source} {bj.key}")
+    net = worker_model(bj.job.model, bj.job.threads)
+    return infer_image(net, region, bj.job.diameter, device=bj.job.device, batch_size=bj.job.batch_size,
+                       value_range=bj.value_range)
+
+
+def store_block(bj: BlockJob, prediction) -> int:
+    """Watershed, keep the nuclei the block owns, store them and the block's marker; returns its count."""
+    net = worker_model(bj.job.model, bj.job.threads)
+    owned = keep_owned(watershed_prediction(net, prediction, bj.job.diameter), bj.block)
+    scratch = _scratch(bj.job)
+    group = zarr.open_group(str(scratch / "owned.zarr"), mode="a")
+    group.create_array(bj.key, shape=owned.shape, dtype=owned.dtype, chunks=owned.shape, overwrite=True)[...] = owned
+    n = int(owned.max(initial=0))
+    (scratch / f"{bj.key}.json").write_text(json.dumps({"count": n}))
+    return n
+
+
+def stitch_block(bj: BlockJob, blocks: dict, offsets: dict) -> pd.DataFrame:
+    """Write the block core's global labels; return the table of the nuclei the block owns."""
+    owned_store = zarr.open_group(str(_scratch(bj.job) / "owned.zarr"), mode="r")
+    key_of = {b.index: BlockJob(bj.job, b, bj.value_range).key for b in blocks.values()}
+    cands = [(blocks[k], np.asarray(owned_store[key_of[k]]), offsets[key_of[k]]) for k in neighbours(bj.block.index, blocks)]
+    core = assemble(bj.block, cands)
+    _array(bj.job.out, bj.job.ref.path, "labels/nuclei", 0, "r+")[bj.block.core_slices] = core
+    if bj.job.copy_image:
+        _array(bj.job.out, bj.job.ref.path, "", 0, "r+")[bj.block.core_slices] = read_field(
+            bj.job, bj.block.core_slices, check=False)
+    own = cands[0][1]
+    table = measure_nuclei(own, read_field(bj.job, bj.block.region_slices, check=False))
+    table["label"] = (table["label"] + offsets[bj.key]).astype(np.uint32)
+    table["centroid_y"] += bj.block.region[0]
+    table["centroid_x"] += bj.block.region[2]
+    return table
+
+
+def _array(out: str, image: str, name: str, level: int, mode: str) -> zarr.Array:
+    """Level ``level`` of multiscale ``name`` ("" = the image itself) of image group ``image`` in root ``out``."""
+    return zarr.open_array("/".join(p for p in (out, image, name, str(level)) if p), mode=mode)
+
+
+def pyramid_region(out: str, image: str, level: int, rows: tuple[int, int], cols: tuple[int, int],
+                   names: tuple[str, ...]) -> None:
+    """Fill ``rows x cols`` of level ``level`` of each multiscale from its level 0 (nearest neighbour)."""
+    for name in names:
+        base, dst = _array(out, image, name, 0, "r"), _array(out, image, name, level, "r+")
+        (h, w), (hl, wl) = base.shape, dst.shape
+        r = (np.arange(*rows) * h) // hl
+        c = (np.arange(*cols) * w) // wl
+        src = np.asarray(base[r[0] : r[-1] + 1, c[0] : c[-1] + 1])
+        dst[rows[0] : rows[1], cols[0] : cols[1]] = src[np.ix_(r - r[0], c - c[0])]
+
+
+def _grid(shape: tuple[int, int], step: tuple[int, int]):
+    for y in range(0, shape[0], step[0]):
+        for x in range(0, shape[1], step[1]):
+            yield (y, min(y + step[0], shape[0])), (x, min(x + step[1], shape[1]))
+
+
+def run_slide(client, job: Job, block: int, gpu: dict | None, window: int, progress: bool, log) -> dict:
+    """Segment one large image block by block on the cluster; returns the field's done summary."""
+    from hts.preprocess import intensity_range
+
+    src = zarr.open_group(job.source, mode="r")
+    info = image_info(src, job.source)
+    shape = level_shapes(info)[0]
+    net = worker_model(job.model, job.threads)
+    diameter, side, halo = aligned_blocks(job.diameter, net.config.diameter, block, HALO_NETWORK_PX)
+    job = replace(job, diameter=diameter)
+    blocks = block_grid(shape, side, halo)
+    step = max(1, int(np.ceil(np.sqrt(shape[0] * shape[1] / (1 << 22)))))
+    value_range = intensity_range(read_field(job, (slice(None, None, step), slice(None, None, step)), check=False))
+    jobs = {b.index: BlockJob(job, b, value_range) for b in blocks.values()}
+    scratch = _scratch(job)
+    scratch.mkdir(parents=True, exist_ok=True)
+    log(f"{job.source}: {shape[0]} x {shape[1]} px in {len(blocks)} blocks of {side} px (halo {halo} px, "
+        f"diameter {diameter} px)")
+
+    def submit_segment(bj: BlockJob):
+        pred = client.submit(infer_block, bj, key=f"infer-{bj.key}", resources=gpu, pure=False)
+        return client.submit(store_block, bj, pred, key=f"store-{bj.key}", pure=False)
+
+    todo = [bj for bj in jobs.values() if not (scratch / f"{bj.key}.json").is_file()]
+    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), unit="block", desc="segment", disable=not progress)
+    for bj, fut in windowed(client, todo, submit_segment, window):
+        fut.result()  # a failed block fails the image (raised here, recorded by the caller)
+        fut.release()
+        bar.update(1)
+    bar.close()
+
+    offsets, total = {}, 0
+    for bj in jobs.values():  # grid order
+        offsets[bj.key] = total
+        total += json.loads((scratch / f"{bj.key}.json").read_text())["count"]
+    if total >= 2**32 - 1:
+        raise HtsError(f"{job.source}: {total} nuclei do not fit uint32 labels")
+    fmt = Results.fmt_of(job.version)
+    root = zarr.open_group(job.out, mode="r+")
+    image = root[job.ref.path] if job.ref.path else root
+    chunked = replace(info, chunks_yx=(side, side))  # one chunk per block core: no two tasks write one chunk
+    begin_labels(image, chunked, fmt)
+    names = ("labels/nuclei", "") if job.copy_image else ("labels/nuclei",)
+    if job.copy_image:
+        create_levels(image, chunked, fmt, read_field(job, (slice(0, 1), slice(0, 1)), check=False).dtype)
+    tables = []
+    futures = [client.submit(stitch_block, bj, blocks, offsets, key=f"stitch-{bj.key}", pure=False)
+               for bj in jobs.values()]
+    for fut in tqdm(futures, desc="stitch", unit="block", disable=not progress):
+        tables.append(fut.result())
+        fut.release()
+    pyramid = [client.submit(pyramid_region, job.out, job.ref.path, level, rows, cols, names,
+                             key=f"pyramid-l{level}-{rows[0]}_{cols[0]}", pure=False)
+               for level, lshape in enumerate(level_shapes(info)[1:], start=1)
+               for rows, cols in _grid(lshape, (side, side))]
+    client.gather(pyramid)
+    if job.copy_image:
+        write_multiscales(image, info, fmt, "image")
+    finish_labels(image, info, fmt, {"n_nuclei": total})
+    table = pd.concat(tables, ignore_index=True) if tables else measure_nuclei(np.zeros((1, 1), np.uint32), np.zeros((1, 1)))
+    summary = Results(job.results).commit(job.ref, table, pixels=shape[0] * shape[1])
+    shutil.rmtree(scratch, ignore_errors=True)
+    return summary
