@@ -93,8 +93,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="write results to this new Zarr (same plate layout, nucleus plane "
                    "and labels) instead of into PATH (for read-only plates)")
     p.add_argument("--cluster", default="local", help="local (default), slurm, or a scheduler tcp://HOST:PORT")
-    p.add_argument("--workers", type=int, help="local worker processes (default: cores / threads per worker)")
-    p.add_argument("--threads-per-worker", type=int, default=1, help="threads per worker (default %(default)s)")
+    p.add_argument("--workers", type=int, help="local worker processes (default 1)")
+    p.add_argument("--threads-per-worker", type=int,
+                   help="task threads per local worker (default, and each worker's torch threads: cores / workers)")
     p.add_argument("--batch-size", type=int, default=4, help="448x448 tiles per forward pass (default %(default)s)")
     p.add_argument("--diameter", type=float, help="median nucleus diameter in px (default: estimated once per plate)")
     p.add_argument("--model", help="checkpoint (default: the shipped model)")

@@ -17,13 +17,13 @@ import importlib.metadata
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import zarr
 from tqdm import tqdm
 
-from hts.cluster import ClusterOptions, connect, gpu_workers, windowed
+from hts.cluster import ClusterOptions, connect, inference_resources, windowed
 from hts.errors import HtsError
 from hts.ngff import FieldRef, Source, open_output, open_source
 from hts.results import Results, results_dir
@@ -145,7 +145,7 @@ def run(path: str | os.PathLike, opts: RunOptions = RunOptions(), progress: bool
         base = dict(source=str(source.path), out=out_path, results=str(results.path), version=source.version,
                     copy_image=Path(out_path).resolve() != source.path.resolve(), channel=opts.channel, z=opts.z,
                     model=opts.model, device=opts.device, batch_size=opts.batch_size,
-                    threads=opts.cluster.threads_per_worker)
+                    threads=1)  # torch threads: set from the workers' threads once connected
         if todo:  # metadata problems shared by all fields (e.g. an unknown channel) fail the run at once
             _check_channel(Job(todo[0], diameter=None, **base))
         diameter = opts.diameter
@@ -174,8 +174,11 @@ def run(path: str | os.PathLike, opts: RunOptions = RunOptions(), progress: bool
 def _compute(jobs: list[Job], opts: RunOptions, summary: RunSummary, progress: bool, log) -> None:
     """Run the jobs on the cluster, recording each field's outcome as it finishes."""
     with connect(opts.cluster, log=log) as client:
-        gpu = {"GPU": 1} if gpu_workers(client) else None
-        window = max(WINDOW_PER_THREAD * (sum(client.nthreads().values()) or 1), 2)
+        gpu = inference_resources(client)
+        nthreads = client.nthreads()
+        window = max(WINDOW_PER_THREAD * (sum(nthreads.values()) or 1), 2)
+        threads = getattr(client, "torch_threads", None) or (min(nthreads.values()) if nthreads else 1)
+        jobs = [replace(job, threads=threads) for job in jobs]
         if len(jobs) == 1 and jobs[0].ref.well is None and _is_large(jobs[0], opts):
             from hts.slide import run_slide
 

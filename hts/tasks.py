@@ -55,10 +55,19 @@ class Inferred:
     seconds: float
 
 
-@lru_cache(maxsize=2)
 def worker_model(model: str | None, threads: int) -> InstanceUNet:
-    """The model, loaded once per worker process (checksum-verified), in eval mode."""
-    torch.set_num_threads(max(threads, 1))
+    """The model, loaded once per worker process (checksum-verified), in eval mode.
+
+    Sets ``threads`` torch threads for the calling thread: OpenMP's thread
+    count is per calling thread, and Dask runs tasks on several.
+    """
+    if torch.get_num_threads() != max(threads, 1):
+        torch.set_num_threads(max(threads, 1))
+    return _load(model)
+
+
+@lru_cache(maxsize=2)
+def _load(model: str | None) -> InstanceUNet:
     return resolve_model(model).eval()
 
 
