@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from hts import __version__
@@ -104,6 +106,24 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    help="px: a single image larger than this is processed in blocks of about this side with a "
                    "halo, stitched so each nucleus has one label (default %(default)s)")
     p.add_argument("--dashboard", default="127.0.0.1:8787", help="local dashboard address (default %(default)s)")
+    sl = p.add_argument_group("SLURM (--cluster slurm; defaults from the dask-jobqueue profile)")
+    sl.add_argument("--jobqueue", help="dask-jobqueue YAML profile (template: cluster/jobqueue.yaml)")
+    sl.add_argument("--partition", help="SLURM partition of the worker jobs")
+    sl.add_argument("--account", help="SLURM account")
+    sl.add_argument("--walltime", help="worker job walltime, HH:MM:SS")
+    sl.add_argument("--memory", help="memory per worker job, e.g. 32GB")
+    sl.add_argument("--cores", type=int, help="CPU cores per worker job")
+    sl.add_argument("--gpus", type=int, default=1, help="GPUs per worker job (--gres=gpu:N, one worker each; "
+                    "0: CPU workers) (default %(default)s)")
+    sl.add_argument("--min-jobs", type=int, default=0, help="adaptive scaling: fewest worker jobs (default %(default)s)")
+    sl.add_argument("--max-jobs", type=int, default=4, help="adaptive scaling: most worker jobs (default %(default)s)")
+    sl.add_argument("--interface", help="network interface for scheduler and workers, e.g. ib0 (listens there only)")
+    sl.add_argument("--lifetime", help="retire workers after this long (e.g. 55m, under the walltime); "
+                    "adaptive scaling replaces them")
+    sl.add_argument("--lifetime-stagger", default="5m", help="spread of the lifetimes (default %(default)s)")
+    sl.add_argument("--tls", action="store_true", help="TLS between scheduler, workers and client (temporary certificates)")
+    sl.add_argument("--job-prologue", action="append", default=[], metavar="LINE",
+                    help="a line for the worker job script before the worker starts, e.g. 'source .venv/bin/activate'")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--resume", dest="overwrite", action="store_false", default=False,
                       help="skip fields finished by an earlier run (default)")
@@ -222,13 +242,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from hts.cluster import ClusterOptions
     from hts.run import RunOptions, run
+    from hts.slurm import SlurmOptions
 
     channel = int(args.channel) if args.channel is not None and args.channel.isdigit() else args.channel
     opts = RunOptions(out=str(args.out) if args.out else None, channel=channel, z=args.z, diameter=args.diameter,
                       model=args.model, device=args.device, batch_size=args.batch_size, overwrite=args.overwrite,
                       block=args.block,
                       cluster=ClusterOptions(cluster=args.cluster, workers=args.workers,
-                                             threads_per_worker=args.threads_per_worker, dashboard=args.dashboard))
+                                             threads_per_worker=args.threads_per_worker, dashboard=args.dashboard,
+                                             slurm=SlurmOptions(
+                                                 jobqueue=args.jobqueue, partition=args.partition,
+                                                 account=args.account, walltime=args.walltime, memory=args.memory,
+                                                 cores=args.cores, gpus=args.gpus, min_jobs=args.min_jobs,
+                                                 max_jobs=args.max_jobs, interface=args.interface,
+                                                 lifetime=args.lifetime, lifetime_stagger=args.lifetime_stagger,
+                                                 tls=args.tls, prologue=args.job_prologue)))
     s = run(args.path, opts)
     rate = f", {s.computed / s.wall_s:.2f} fields/s, {s.megapixels / s.wall_s:.2f} MP/s" if s.computed else ""
     print(f"{s.done}/{s.fields} fields done ({s.skipped_done} from earlier runs), {s.n_nuclei} nuclei, "
@@ -250,8 +278,18 @@ def cmd_counts(args: argparse.Namespace) -> int:
     return 0
 
 
+class Terminated(Exception):
+    """SIGTERM (e.g. ``scancel`` of the driver's job): unwind so clusters and worker jobs are closed."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return args.func(args)
     except HtsError as exc:
@@ -260,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("hts: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("hts: terminated", file=sys.stderr)
+        return 143
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import os
 from contextlib import ExitStack, contextmanager
 
 import dask
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from collections.abc import Iterator
 
 from hts.errors import HtsError
@@ -20,7 +20,7 @@ class ClusterOptions:
     workers: int | None = None  # local: worker processes (default 1); slurm: maximum jobs
     threads_per_worker: int | None = None  # local default: cores / workers
     dashboard: str = "127.0.0.1:8787"  # local scheduler's dashboard; a busy port falls back to a free one
-    slurm: dict | None = None  # extra keyword arguments for the SLURM cluster (see hts.slurm)
+    slurm: object | None = None  # hts.slurm.SlurmOptions for --cluster slurm (None: its defaults)
 
 
 def local_layout(workers: int | None, threads: int | None) -> tuple[int, int, int]:
@@ -40,6 +40,16 @@ def local_layout(workers: int | None, threads: int | None) -> tuple[int, int, in
     return workers, threads or torch_threads, torch_threads
 
 
+def _cuda_devices() -> int:
+    """GPUs visible here (e.g. inside a multi-GPU SLURM allocation): one local worker each by default."""
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:  # a broken CUDA install must not stop a CPU run
+        return 0
+
+
 def worker_environment() -> dict:
     """Dask settings for the worker processes this run starts.
 
@@ -56,8 +66,11 @@ def worker_environment() -> dict:
 
 
 @contextmanager
-def connect(opts: ClusterOptions, log=print) -> Iterator:
-    """A ``distributed.Client`` for the run; the cluster (and its worker jobs) is closed on any exit."""
+def connect(opts: ClusterOptions, log=print, shared_dir: str | os.PathLike = ".") -> Iterator:
+    """A ``distributed.Client`` for the run; the cluster (and its worker jobs) is closed on any exit.
+
+    ``shared_dir``: a folder the workers can read (TLS certificates of SLURM workers).
+    """
     from distributed import Client, LocalCluster
 
     if opts.threads_per_worker is not None and opts.threads_per_worker < 1:
@@ -68,17 +81,24 @@ def connect(opts: ClusterOptions, log=print) -> Iterator:
     stack = ExitStack()
     stack.enter_context(dask.config.set(worker_environment()))
     if opts.cluster == "local":
-        n, threads, torch_threads = local_layout(opts.workers, opts.threads_per_worker)
+        gpus = _cuda_devices()
+        n, threads, torch_threads = local_layout(opts.workers or gpus or None, opts.threads_per_worker)
         cluster = LocalCluster(n_workers=n, threads_per_worker=threads, processes=True,
+                               resources={"GPU": 1} if gpus else None,  # one inference per GPU at a time
                                dashboard_address=opts.dashboard, host="127.0.0.1")
         client = Client(cluster)
         client.torch_threads = torch_threads
         log(f"LocalCluster: {n} worker process(es) x {threads} thread(s), {torch_threads} torch thread(s) each")
     elif opts.cluster == "slurm":
-        from hts.slurm import slurm_cluster
+        from hts.slurm import SlurmOptions, slurm_cluster
 
-        cluster = slurm_cluster(opts, log=log)
+        so = opts.slurm or SlurmOptions()
+        if opts.workers:
+            so = replace(so, max_jobs=opts.workers)
+        cluster = slurm_cluster(so, opts.dashboard, shared_dir, log=log)
         client = Client(cluster)
+        client.torch_threads = opts.threads_per_worker or cluster.torch_threads
+        client.infer_resources = cluster.infer_resources
     elif opts.cluster.startswith(("tcp://", "tls://")):
         try:
             client = Client(opts.cluster, timeout="20s")

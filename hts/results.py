@@ -64,7 +64,8 @@ class Results:
     def is_done(self, ref: FieldRef) -> bool:
         return self.marker(ref).is_file()
 
-    def commit(self, ref: FieldRef, table: pd.DataFrame, pixels: int, seconds: float = 0.0) -> dict:
+    def commit(self, ref: FieldRef, table: pd.DataFrame, pixels: int, seconds: float = 0.0,
+               extra: dict | None = None) -> dict:
         """Write the field's nucleus table, then its done marker (atomically); returns the marker's content."""
         (self.path / "nuclei").mkdir(parents=True, exist_ok=True)
         (self.path / "fields").mkdir(parents=True, exist_ok=True)
@@ -77,14 +78,20 @@ class Results:
                    "field": ref.field or "", "path": ref.path, "n_nuclei": n,
                    "mean_area": float(table["area"].mean()) if n else None,
                    "mean_intensity": float(table["mean_intensity"].mean()) if n else None,
-                   "pixels": int(pixels), "seconds": round(seconds, 3)}
+                   "pixels": int(pixels), "seconds": round(seconds, 3), **(extra or {})}
         _atomic_write(self.marker(ref), json.dumps(summary).encode())
         return summary
 
     def forget(self) -> None:
-        """Drop every done marker (``--overwrite``): all fields are recomputed."""
+        """Drop every done marker and the tables built from them (``--overwrite``): all fields are recomputed."""
         for p in (self.path / "fields").glob("*.json"):
             p.unlink()
+        self.invalidate()
+
+    def invalidate(self) -> None:
+        """Remove the run-level tables and record: they come back only when a run ends."""
+        for name in ("wells.csv", "wells.parquet", "fields.csv", "fields.parquet", "nuclei.parquet", "run.json"):
+            (self.path / name).unlink(missing_ok=True)
 
     def done_fields(self) -> pd.DataFrame:
         """The per-field table (with ``key``) from the done markers."""

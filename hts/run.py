@@ -155,7 +155,9 @@ def run(path: str | os.PathLike, opts: RunOptions = RunOptions(), progress: bool
             except HtsError as e:
                 log(f"nucleus diameter: cannot estimate on {todo[0].key} ({e}); images are not rescaled")
         jobs = [Job(ref, diameter=diameter, **base) for ref in todo]
-        if jobs:
+        if jobs:  # until this run ends, nothing may look complete
+            results.invalidate()
+            out.attrs["hts"] = {"complete": False}
             _compute(jobs, opts, summary, progress, log)
         fields, wells = results.write_tables(source.fields)
         summary.done = len(fields)
@@ -173,8 +175,8 @@ def run(path: str | os.PathLike, opts: RunOptions = RunOptions(), progress: bool
 
 def _compute(jobs: list[Job], opts: RunOptions, summary: RunSummary, progress: bool, log) -> None:
     """Run the jobs on the cluster, recording each field's outcome as it finishes."""
-    with connect(opts.cluster, log=log) as client:
-        gpu = inference_resources(client)
+    with connect(opts.cluster, log=log, shared_dir=Path(jobs[0].results)) as client:
+        gpu = getattr(client, "infer_resources", None) or inference_resources(client)
         nthreads = client.nthreads()
         window = max(WINDOW_PER_THREAD * (sum(nthreads.values()) or 1), 2)
         threads = getattr(client, "torch_threads", None) or (min(nthreads.values()) if nthreads else 1)

@@ -36,7 +36,7 @@ from hts.ngff import begin_labels, create_levels, finish_labels, image_info, lev
 from hts.preprocess import check_image
 from hts.results import Results
 from hts.stitch import Block, aligned_blocks, assemble, block_grid, keep_owned, neighbours
-from hts.tasks import Job, read_field, worker_model
+from hts.tasks import Job, read_field, worker_device, worker_model
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def infer_block(bj: BlockJob):
     """Read the block plus halo and run the network (normalised with the slide's intensity range)."""
     region = check_image(read_field(bj.job, bj.block.region_slices, check=False), name=f"{bj.job.source} {bj.key}")
     net = worker_model(bj.job.model, bj.job.threads)
-    return infer_image(net, region, bj.job.diameter, device=bj.job.device, batch_size=bj.job.batch_size,
+    return infer_image(net, region, bj.job.diameter, device=worker_device(bj.job.device), batch_size=bj.job.batch_size,
                        value_range=bj.value_range)
 
 

@@ -9,6 +9,7 @@ rewrites the same bytes.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -53,6 +54,7 @@ class Inferred:
     plane: np.ndarray
     prediction: Prediction
     seconds: float
+    where: dict  # provenance: the worker and the GPUs it was granted (recorded in the done marker)
 
 
 def worker_model(model: str | None, threads: int) -> InstanceUNet:
@@ -81,13 +83,40 @@ def read_field(job: Job, region: tuple[slice, slice] | None = None, check: bool 
     return check_image(plane, name=where) if check else plane
 
 
+def worker_device(device: str | None) -> str | None:
+    """The torch device of this worker: as given, or with several GPUs visible, the one matching the
+    worker's index in its job (dask-jobqueue names workers ``<job>-<i>``; LocalCluster ``<i>``)."""
+    if device is not None or not torch.cuda.is_available() or torch.cuda.device_count() < 2:
+        return device
+    try:
+        from distributed import get_worker
+
+        index = int(str(get_worker().name).rsplit("-", 1)[-1])
+    except (ValueError, ImportError):
+        return device
+    return f"cuda:{index % torch.cuda.device_count()}"
+
+
 def infer_field(job: Job) -> Inferred:
     """Read the field and run the network (the GPU stage)."""
     t0 = time.perf_counter()
     plane = read_field(job)
     net = worker_model(job.model, job.threads)
-    pred = infer_image(net, plane, job.diameter, device=job.device, batch_size=job.batch_size)
-    return Inferred(plane, pred, time.perf_counter() - t0)
+    device = worker_device(job.device)
+    pred = infer_image(net, plane, job.diameter, device=device, batch_size=job.batch_size)
+    return Inferred(plane, pred, time.perf_counter() - t0, provenance(device))
+
+
+def provenance(device: str | None) -> dict:
+    """Which worker ran the inference, on which device, with which GPUs granted (``CUDA_VISIBLE_DEVICES``)."""
+    try:
+        from distributed import get_worker
+
+        name = str(get_worker().name)
+    except (ImportError, ValueError):
+        name = "local"
+    return {"infer_worker": name, "device": str(device or ("cuda" if torch.cuda.is_available() else "cpu")),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "slurm_job": os.environ.get("SLURM_JOB_ID")}
 
 
 def watershed_field(job: Job, inferred: Inferred) -> tuple[np.ndarray, Inferred]:
@@ -95,7 +124,8 @@ def watershed_field(job: Job, inferred: Inferred) -> tuple[np.ndarray, Inferred]
     net = worker_model(job.model, job.threads)
     labels = watershed_prediction(net, inferred.prediction, job.diameter)
     return labels, Inferred(inferred.plane, Prediction(np.empty((0, 0), np.float32), inferred.prediction.boxes[:0],
-                                                        inferred.prediction.scores[:0]), inferred.seconds)
+                                                        inferred.prediction.scores[:0]), inferred.seconds,
+                            inferred.where)
 
 
 def write_field(job: Job, segmented: tuple[np.ndarray, Inferred]) -> dict:
@@ -114,4 +144,4 @@ def write_field(job: Job, segmented: tuple[np.ndarray, Inferred]) -> dict:
         raise HtsError(f"{ref.key}: too many nuclei for uint32 labels")
     write_labels(image, labels, info, fmt, properties={"n_nuclei": int(labels.max(initial=0))})
     table = measure_nuclei(labels, inferred.plane)
-    return Results(job.results).commit(ref, table, pixels=labels.size, seconds=inferred.seconds)
+    return Results(job.results).commit(ref, table, pixels=labels.size, seconds=inferred.seconds, extra=inferred.where)
