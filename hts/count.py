@@ -24,6 +24,24 @@ def measure_nuclei(labels: np.ndarray, image: np.ndarray) -> pd.DataFrame:
     return df[NUCLEUS_COLUMNS]
 
 
+def field_quality(plane: np.ndarray) -> dict[str, float]:
+    """Per-field image statistics for quality control (see :mod:`hts.qc`).
+
+    ``saturated_fraction``: fraction of pixels at the dtype's maximum (integer
+    images; 0 for float). ``focus``: variance of the Laplacian of the plane
+    divided by its squared mean (dimensionless; blur lowers it).
+    ``mean_plane_intensity``: mean pixel value.
+    """
+    from scipy import ndimage
+
+    x = np.asarray(plane)
+    sat = float((x == np.iinfo(x.dtype).max).mean()) if np.issubdtype(x.dtype, np.integer) else 0.0
+    f = x.astype(np.float32)
+    mean = float(f.mean())
+    focus = float(ndimage.laplace(f).var() / mean**2) if mean > 0 else 0.0
+    return {"saturated_fraction": sat, "focus": focus, "mean_plane_intensity": mean}
+
+
 def well_table(fields: pd.DataFrame) -> pd.DataFrame:
     """Per-well counts from a per-field table (columns well, row, column, n_nuclei, mean_area, mean_intensity).
 

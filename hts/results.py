@@ -29,7 +29,8 @@ from hts.count import well_table
 from hts.errors import HtsError
 from hts.ngff import FORMATS, FieldRef
 
-FIELD_COLUMNS = ["well", "row", "column", "field", "path", "n_nuclei", "mean_area", "mean_intensity"]
+FIELD_COLUMNS = ["well", "row", "column", "field", "path", "n_nuclei", "mean_area", "mean_intensity",
+                 "saturated_fraction", "focus", "mean_plane_intensity"]
 
 
 def results_dir(zarr_root: str | os.PathLike) -> Path:
@@ -98,7 +99,7 @@ class Results:
         rows = [json.loads(p.read_text()) for p in sorted((self.path / "fields").glob("*.json"))]
         if not rows:
             return pd.DataFrame(columns=["key", *FIELD_COLUMNS])
-        return pd.DataFrame(rows)[["key", *FIELD_COLUMNS]]
+        return pd.DataFrame(rows).reindex(columns=["key", *FIELD_COLUMNS])
 
     def write_tables(self, order: list[FieldRef]) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Rebuild fields/wells/nuclei tables (CSV and Parquet) from the done fields of ``order``."""

@@ -19,7 +19,7 @@ import torch
 import zarr
 
 from hts.api import infer_image, resolve_model, watershed_prediction
-from hts.count import measure_nuclei
+from hts.count import field_quality, measure_nuclei
 from hts.errors import HtsError
 from hts.infer import Prediction
 from hts.model import InstanceUNet
@@ -144,4 +144,5 @@ def write_field(job: Job, segmented: tuple[np.ndarray, Inferred]) -> dict:
         raise HtsError(f"{ref.key}: too many nuclei for uint32 labels")
     write_labels(image, labels, info, fmt, properties={"n_nuclei": int(labels.max(initial=0))})
     table = measure_nuclei(labels, inferred.plane)
-    return Results(job.results).commit(ref, table, pixels=labels.size, seconds=inferred.seconds, extra=inferred.where)
+    return Results(job.results).commit(ref, table, pixels=labels.size, seconds=inferred.seconds,
+                                       extra={**inferred.where, **field_quality(inferred.plane)})
