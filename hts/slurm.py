@@ -17,7 +17,9 @@ worker job is cancelled when the run ends, fails or is interrupted
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,6 +69,10 @@ def slurm_cluster(so: SlurmOptions, dashboard: str, shared_dir: str | os.PathLik
     """A started, adaptive ``SLURMCluster``; the caller closes it (which cancels every worker job)."""
     from dask_jobqueue import SLURMCluster
 
+    if threading.current_thread() is threading.main_thread():
+        # importing dask_jobqueue installs `SIGINT -> sys.exit()` (exit status 0, no message):
+        # give Ctrl-C back to Python so the run unwinds, reports and exits 130
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     if so.jobqueue:
         load_profile(so.jobqueue)
     if so.gpus < 0 or so.min_jobs < 0 or so.max_jobs < max(so.min_jobs, 1):

@@ -165,3 +165,21 @@ def test_tls_between_scheduler_workers_and_client(slurm, reference, profile, tmp
     assert run.returncode == 0, run.stderr[-3000:]
     assert "scheduler: tls://127.0.0.1:" in run.stdout
     assert_same_as_reference(plate, reference)
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupted_driver_cancels_every_worker_job(slurm, reference, profile, tmp_path, sig, code):
+    plate = fresh_plate(reference, tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "hts", *slurm_args(plate, profile, "--max-jobs", "2")],
+                            env=hts_env(slurm), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not queued_jobs(slurm, "hts-worker"):
+        time.sleep(0.1)
+    assert queued_jobs(slurm, "hts-worker"), "no worker job was submitted"
+    proc.send_signal(sig)  # Ctrl-C, or scancel of the driver's own job
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err[-2000:]
+    deadline = time.time() + 30
+    while time.time() < deadline and queued_jobs(slurm, "hts-worker"):
+        time.sleep(0.2)
+    assert not queued_jobs(slurm, "hts-worker"), "worker jobs outlived the driver"
