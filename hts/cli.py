@@ -51,8 +51,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="checkpoint to run on the images")
     src.add_argument("--pred", help="predicted labels .npz (n, labels_0000, ...)")
-    p.add_argument("--markers", choices=["auto", "rpn", "distance"], default="auto",
-                   help="watershed markers for --model: RPN centroids or distance peaks (default: RPN if the model has one)")
+    p.add_argument("--markers", choices=["auto", "rpn", "distance", "none"], default="auto",
+                   help="watershed markers for --model: RPN centroids, distance peaks, or none (connected components, "
+                   "no watershed) (default: RPN if the model has one)")
     p.add_argument("--diameter", default="gt",
                    help="nucleus diameter for --model: 'gt' (each image's ground-truth median, a known "
                    "magnification; default), 'auto' (estimated per image) or a number of px")

@@ -6,11 +6,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from hts.api import segment_image
+from hts.api import infer_image, segment_image
 from hts.data import Dataset
+from hts.infer import fg_threshold
 from hts.metrics import evaluate_dataset
 from hts.model import InstanceUNet
 from hts.scale import median_diameter
+from hts.watershed import component_labels, size_params
 
 
 def predict_dataset(
@@ -24,7 +26,9 @@ def predict_dataset(
     """Labels and foreground probabilities for each image (single pass per image).
 
     ``markers``: ``"rpn"`` (box centroids), ``"distance"`` (distance-transform
-    peaks) or ``"auto"`` (RPN when the model has one). ``diameters``: the
+    peaks), ``"auto"`` (RPN when the model has one), or ``"none"``: no
+    watershed, the connected components of the foreground (Table 1's rows
+    without the watershed layer). ``diameters``: the
     median nucleus diameter (px) of each image, used to resample it to the
     model's canonical diameter; None for an image uses it as it is.
     """
@@ -32,7 +36,11 @@ def predict_dataset(
     diameters = diameters or [None] * len(images)
     labels, probs = [], []
     for image, diameter in tqdm(list(zip(images, diameters)), desc="predict", unit="img", disable=not progress, leave=False):
-        lab, pred = segment_image(model, image, diameter, device=device, use_rpn=use_rpn)
+        if markers == "none":
+            pred = infer_image(model, image, diameter, device=device)
+            lab = component_labels(pred.prob, fg_threshold(model), size_params(diameter)["min_size"])
+        else:
+            lab, pred = segment_image(model, image, diameter, device=device, use_rpn=use_rpn)
         labels.append(lab)
         probs.append(pred.prob)
     return labels, probs

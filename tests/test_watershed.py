@@ -81,3 +81,15 @@ def test_small_slivers_merge_into_their_neighbour_and_isolated_noise_goes():
     markers[5, 5], markers[5, 10], markers[6, 15] = 1, 2, 3
     out = watershed_layer(fg, markers, min_size=10)
     assert out.max() == 2 and out[5, 10] == out[5, 5] and out[0, 15] == 0
+
+
+def test_component_labels_keep_only_what_the_network_separated():
+    from hts.watershed import component_labels
+
+    prob = np.zeros((20, 30))
+    prob[2:10, 2:10] = prob[2:10, 11:19] = 0.9  # two squares a background line apart
+    prob[12:18, 2:28] = 0.9  # two touching nuclei the network merged
+    prob[0, 29] = 0.9  # a 1-px speck
+    labels = component_labels(prob, 0.5, min_size=4)
+    assert labels.max() == 3 and labels.dtype == np.uint32
+    assert len(np.unique(labels[12:18, 2:28])) == 1 and labels[0, 29] == 0
