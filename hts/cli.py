@@ -1,4 +1,4 @@
-"""The ``hts`` command line: ``train``, ``eval``, ``segment``, ``run``, ``counts``, ``demo``.
+"""The ``hts`` command line: ``train``, ``eval``, ``segment``, ``run``, ``counts``, ``report``, ``demo``.
 
 Every :class:`hts.errors.HtsError` becomes one line ``hts: error: ...`` on
 stderr and exit status 2; Ctrl-C exits with 130.
@@ -141,11 +141,22 @@ def _add_counts(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_counts)
 
 
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="write an HTML report of a run (plate heatmaps, QC flags, thumbnails, metadata)",
+                       description="Write index.html with plate heatmaps (nuclei, area, intensity per well; a "
+                       "density map for single images), a histogram of nuclei per field, thumbnails with label "
+                       "outlines, QC flags (empty, saturated, out-of-focus fields; outlier wells; edge effect) and "
+                       "the run's metadata; print its path.")
+    p.add_argument("path", type=Path, help="the output Zarr of `hts run` (or its .hts results folder)")
+    p.add_argument("--out", type=Path, help="report folder (default: <name>.hts/report)")
+    p.set_defaults(func=cmd_report)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hts", description="Nucleus segmentation and counting with the Instance-U-Net.")
     parser.add_argument("--version", action="version", version=f"hts {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_train, _add_eval, _add_segment, _add_run, _add_counts, _add_demo):
+    for add in (_add_train, _add_eval, _add_segment, _add_run, _add_counts, _add_report, _add_demo):
         add(sub)
     return parser
 
@@ -276,6 +287,13 @@ def cmd_counts(args: argparse.Namespace) -> int:
     from hts.results import read_counts
 
     sys.stdout.write(read_counts(args.path, fields=args.fields).to_csv(index=False))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from hts.report import write_report
+
+    print(write_report(args.path, args.out))
     return 0
 
 

@@ -1,0 +1,215 @@
+"""``hts.open_results``: a run's tables as pandas DataFrames and its fields' images and labels as lazy xarrays.
+
+Example::
+
+    import hts
+
+    res = hts.open_results("plate.zarr")          # or the results folder plate.hts
+    res.wells                                     # one row per well: counts, z, flags
+    res.fields[res.fields.flags != ""]            # the fields QC flagged
+    res.nuclei.groupby("well").area.median()      # one row per nucleus
+    res.labels("B/3", 0).max().compute()          # a field's labels, read lazily (dask)
+    res.image("B/3", 0)[:100, :100].values        # its nucleus plane, only this crop is read
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import cached_property
+from pathlib import Path
+
+import pandas as pd
+
+from hts.errors import HtsError
+from hts.qc import QC, run_qc
+from hts.results import results_dir
+
+TEXT_COLUMNS = {"well": str, "row": str, "column": str, "field": str, "path": str}
+
+
+def locate(path: str | os.PathLike) -> tuple[Path, Path | None]:
+    """``(results folder, output Zarr root or None)`` of a run's output Zarr or its ``.hts`` folder.
+
+    Raises HtsError naming ``path`` when it holds no finished run.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise HtsError(f"{path}: no such file or directory")
+    folder = p if p.suffix == ".hts" or (p / "run.json").is_file() else results_dir(p)
+    if not (folder / "run.json").is_file() or not _table(folder, "fields"):
+        raise HtsError(f"{path}: no results of a finished `hts run` ({folder / 'run.json'} not found); "
+                       f"run `hts run {path}` first")
+    if folder != p:
+        return folder, p
+    record = json.loads((folder / "run.json").read_text())
+    for cand in (folder.with_suffix(".zarr"), folder.with_suffix(""), Path(str(record.get("output", "")))):
+        if str(cand) and ((cand / "zarr.json").is_file() or (cand / ".zgroup").is_file()):
+            return folder, cand
+    return folder, None
+
+
+def _table(folder: Path, name: str) -> Path | None:
+    for suffix in (".parquet", ".csv"):
+        if (folder / f"{name}{suffix}").is_file():
+            return folder / f"{name}{suffix}"
+    return None
+
+
+def read_table(folder: Path, name: str) -> pd.DataFrame:
+    """``fields``, ``wells`` or ``nuclei`` of a results folder (Parquet if present, else CSV)."""
+    path = _table(folder, name)
+    if path is None:
+        return pd.DataFrame()
+    if path.suffix == ".parquet":
+        df = pd.read_parquet(path)
+    else:
+        df = pd.read_csv(path, dtype=TEXT_COLUMNS)
+    for col in TEXT_COLUMNS:
+        if col in df:
+            df[col] = df[col].fillna("").astype(str)
+    return df
+
+
+class PlateResults:
+    """The results of one ``hts run`` (plate or single image); see the module docstring for an example.
+
+    ``fields`` and ``wells`` carry the QC columns ``z`` and ``flags``
+    (:mod:`hts.qc`); ``qc.edge`` holds the plate edge effect. ``image`` and
+    ``labels`` return lazy ``xarray.DataArray`` (dims ``y, x``, dask-backed).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.folder, self.zarr = locate(path)
+        self.record: dict = json.loads((self.folder / "run.json").read_text())
+        self.kind: str = self.record.get("kind", "plate")
+        self.rows, self.columns = self._layout()
+        self.qc: QC = run_qc(read_table(self.folder, "fields"), read_table(self.folder, "wells"),
+                             self.rows, self.columns)
+
+    def __repr__(self) -> str:
+        s = self.record.get("summary", {})
+        return (f"<PlateResults {self.kind} {self.zarr or self.folder}: {s.get('done')}/{s.get('fields')} fields, "
+                f"{s.get('n_nuclei')} nuclei>")
+
+    @property
+    def fields(self) -> pd.DataFrame:
+        return self.qc.fields
+
+    @property
+    def wells(self) -> pd.DataFrame:
+        return self.qc.wells
+
+    @cached_property
+    def nuclei(self) -> pd.DataFrame:
+        """One row per nucleus (label, centroid, area, intensities, eccentricity, well, field); read on first use."""
+        return read_table(self.folder, "nuclei")
+
+    def _layout(self) -> tuple[list[str], list[str]]:
+        """Row and column names of the plate (plate metadata; else those present in the wells table)."""
+        if self.kind != "plate":
+            return [], []
+        if self.zarr is not None:
+            from hts.ngff import open_source
+
+            try:
+                plate = open_source(self.zarr).plate or {}
+                return [str(r["name"]) for r in plate["rows"]], [str(c["name"]) for c in plate["columns"]]
+            except (HtsError, KeyError):
+                pass
+        wells = read_table(self.folder, "wells")
+        rows = sorted(set(wells.get("row", [])), key=lambda r: (len(r), r))
+        cols = sorted(set(wells.get("column", [])), key=lambda c: (len(c), c))
+        return rows, cols
+
+    def field_path(self, well: str | None = None, field: str | int | None = None) -> str:
+        """The image group path inside the Zarr (``"B/3/0"``; ``""`` for a single image)."""
+        if well is None or self.kind != "plate":
+            return ""
+        f = self.fields
+        hit = f[(f["well"] == str(well)) & ((f["field"] == str(field)) if field is not None else True)]
+        if hit.empty:
+            raise HtsError(f"{self.folder}: no field {field} in well {well!r} (wells like {f['well'].iloc[0]!r})"
+                           if len(f) else f"{self.folder}: no fields")
+        return str(hit["path"].iloc[0])
+
+    def _group(self, path: str):
+        import zarr
+
+        if self.zarr is None:
+            raise HtsError(f"{self.folder}: the output Zarr of this run is not found beside it")
+        return zarr.open_group(str(self.zarr / path) if path else str(self.zarr), mode="r")
+
+    def image(self, well: str | None = None, field: str | int | None = 0, level: int = 0):
+        """The nucleus plane of a field (``well=None`` for a single image) as a lazy ``(y, x)`` DataArray: the
+        run's channel, ``t = 0``, its z plane or the maximum projection over z (as segmented)."""
+        import dask.array as da
+        import xarray as xr
+
+        from hts.ngff import image_info, resolve_channel
+
+        path = self.field_path(well, field)
+        group = self._group(path)
+        info = image_info(group, path)
+        opts = self.record.get("options", {})
+        arr = da.from_zarr(group[info.levels[level]])
+        index = []
+        for name in info.axes:
+            if name == "c":
+                index.append(resolve_channel(info, opts.get("channel"), path))
+            elif name == "z":
+                index.append(opts["z"] if opts.get("z") is not None else slice(None))
+            elif name in ("y", "x"):
+                index.append(slice(None))
+            else:
+                index.append(0)
+        plane = arr[tuple(index)]
+        if plane.ndim == 3:
+            plane = plane.max(axis=0)
+        return xr.DataArray(plane, dims=("y", "x"), name="image",
+                            attrs={"well": well or "", "field": "" if field is None else str(field), "path": path,
+                                   "level": level})
+
+    def labels(self, well: str | None = None, field: str | int | None = 0, level: int = 0):
+        """The nucleus labels of a field (uint32, 0 = background) as a lazy ``(y, x)`` DataArray."""
+        import dask.array as da
+        import xarray as xr
+
+        from hts.ngff import LABEL_NAME, image_info
+
+        path = self.field_path(well, field)
+        where = f"{path}/labels/{LABEL_NAME}".lstrip("/")
+        group = self._group(where)
+        info = image_info(group, where)
+        return xr.DataArray(da.from_zarr(group[info.levels[level]]), dims=("y", "x"), name="labels",
+                            attrs={"well": well or "", "field": "" if field is None else str(field), "path": path,
+                                   "level": level})
+
+    def plane(self, well: str | None, field: str | int | None, max_side: int = 0):
+        """``(image, labels)`` numpy planes at the coarsest pyramid level whose side is still >= ``max_side``
+        (0: full resolution) — for thumbnails."""
+        import numpy as np
+
+        from hts.ngff import image_info, level_shapes
+
+        path = self.field_path(well, field)
+        info = image_info(self._group(path), path)
+        shapes = level_shapes(info)
+        level = 0
+        if max_side:
+            level = max([i for i, s in enumerate(shapes) if max(s) >= max_side] or [0])
+        lab_info = image_info(self._group(f"{path}/labels/nuclei".lstrip("/")), path)
+        lab_level = min(level, len(lab_info.levels) - 1)
+        img = self.image(well, field, level).values
+        lab = self.labels(well, field, lab_level).values
+        if lab.shape != img.shape:
+            from hts.ngff import downsample_to
+
+            lab = downsample_to(lab, img.shape)
+        return np.asarray(img), np.asarray(lab)
+
+
+def open_results(path: str | os.PathLike) -> PlateResults:
+    """Open the results of ``hts run`` on ``path`` (the output Zarr or its ``.hts`` folder)."""
+    return PlateResults(path)
+
