@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 
 import numpy as np
@@ -156,8 +155,6 @@ def segment(
         raise HtsError(f"batch_size must be a positive integer, got {batch_size!r}")
     if diameter is None and net.config.diameter is not None:
         diameter = estimate_diameter(_central_crop(image) if lazy else image)
-    scale = scale_factor(net.config.diameter, diameter) if net.config.diameter is not None else 1.0
-
     def run(checked: np.ndarray, value_range: tuple[float, float] | None = None) -> np.ndarray:
         labels, _ = segment_image(net, checked, diameter, device=device, batch_size=batch_size or 4,
                                   threshold=threshold, min_size=min_size, value_range=value_range, progress=progress)

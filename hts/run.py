@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from hts.cluster import ClusterOptions, connect, inference_resources, windowed
 from hts.errors import HtsError
-from hts.ngff import FieldRef, Source, open_output, open_source
+from hts.ngff import Source, open_output, open_source
 from hts.results import Results, results_dir
 from hts.tasks import Job, infer_field, read_field, watershed_field, write_field
 
@@ -93,7 +93,11 @@ def _estimate_diameter(job: Job, log) -> float | None:
     """One diameter per plate (magnification is fixed per plate), estimated on the first field."""
     from hts.scale import estimate_diameter
 
-    d = estimate_diameter(read_field(job, (slice(0, 2048), slice(0, 2048))))  # bounded for whole slides
+    from hts.ngff import image_info, level_shapes
+
+    h, w = level_shapes(image_info(zarr.open_group(f"{job.source}/{job.ref.path}".rstrip("/"), mode="r")))[0]
+    y0, x0 = max((h - 2048) // 2, 0), max((w - 2048) // 2, 0)  # a central crop: bounded for whole slides
+    d = estimate_diameter(read_field(job, (slice(y0, y0 + 2048), slice(x0, x0 + 2048))))
     log(f"nucleus diameter: {d:.1f} px (estimated on {job.ref.key}; set --diameter to fix it)" if d else
         "nucleus diameter: no nuclei found to estimate it on the first field; images are not rescaled")
     return d

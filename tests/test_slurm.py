@@ -177,7 +177,7 @@ def test_interrupted_driver_cancels_every_worker_job(slurm, reference, profile, 
         time.sleep(0.1)
     assert queued_jobs(slurm, "hts-worker"), "no worker job was submitted"
     proc.send_signal(sig)  # Ctrl-C, or scancel of the driver's own job
-    out, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == code, err[-2000:]
     deadline = time.time() + 30
     while time.time() < deadline and queued_jobs(slurm, "hts-worker"):
