@@ -89,26 +89,24 @@ def _model_record(model: str | None) -> dict:
     return {"path": str(path), "sha256": sha256sum(path), "config": asdict(net.config)}
 
 
-def _estimate_diameter(job: Job, log) -> float | None:
-    """One diameter per plate (magnification is fixed per plate), estimated on the first field."""
+def _check_first_field(job: Job) -> tuple[int, int]:
+    """Metadata shared by all fields (e.g. an unknown channel) fails the run at once; returns the (y, x) shape."""
+    from hts.ngff import level_shapes, resolve_channel
+
+    info = job.image_info()
+    resolve_channel(info, job.channel, job.image_path)
+    return level_shapes(info)[0]
+
+
+def _estimate_diameter(job: Job, shape: tuple[int, int], log) -> float | None:
+    """One diameter per plate (magnification is fixed per plate), estimated on a central crop of the first field."""
     from hts.scale import estimate_diameter
 
-    from hts.ngff import image_info, level_shapes
-
-    h, w = level_shapes(image_info(zarr.open_group(f"{job.source}/{job.ref.path}".rstrip("/"), mode="r")))[0]
-    y0, x0 = max((h - 2048) // 2, 0), max((w - 2048) // 2, 0)  # a central crop: bounded for whole slides
+    y0, x0 = max((shape[0] - 2048) // 2, 0), max((shape[1] - 2048) // 2, 0)  # bounded for whole slides
     d = estimate_diameter(read_field(job, (slice(y0, y0 + 2048), slice(x0, x0 + 2048))))
     log(f"nucleus diameter: {d:.1f} px (estimated on {job.ref.key}; set --diameter to fix it)" if d else
         "nucleus diameter: no nuclei found to estimate it on the first field; images are not rescaled")
     return d
-
-
-def _check_channel(job: Job) -> None:
-    from hts.ngff import image_info, resolve_channel
-
-    where = f"{job.source}/{job.ref.path}".rstrip("/")
-    group = zarr.open_group(where, mode="r")
-    resolve_channel(image_info(group, where), job.channel, where)
 
 
 def _write_attrs(out: zarr.Group, source: Source, fields, wells, complete: bool) -> None:
@@ -150,12 +148,11 @@ def run(path: str | os.PathLike, opts: RunOptions = RunOptions(), progress: bool
                     copy_image=Path(out_path).resolve() != source.path.resolve(), channel=opts.channel, z=opts.z,
                     model=opts.model, device=opts.device, batch_size=opts.batch_size,
                     threads=1)  # torch threads: set from the workers' threads once connected
-        if todo:  # metadata problems shared by all fields (e.g. an unknown channel) fail the run at once
-            _check_channel(Job(todo[0], diameter=None, **base))
+        shape = _check_first_field(Job(todo[0], diameter=None, **base)) if todo else None
         diameter = opts.diameter
         if todo and diameter is None:
             try:
-                diameter = _estimate_diameter(Job(todo[0], diameter=None, **base), log)
+                diameter = _estimate_diameter(Job(todo[0], diameter=None, **base), shape, log)
             except HtsError as e:
                 log(f"nucleus diameter: cannot estimate on {todo[0].key} ({e}); images are not rescaled")
         jobs = [Job(ref, diameter=diameter, **base) for ref in todo]
@@ -210,10 +207,9 @@ def _compute(jobs: list[Job], opts: RunOptions, summary: RunSummary, progress: b
 
 def _is_large(job: Job, opts: RunOptions) -> bool:
     """A single image bigger than one block goes block by block (whole-slide images)."""
-    from hts.ngff import image_info, level_shapes
+    from hts.ngff import level_shapes
 
-    h, w = level_shapes(image_info(zarr.open_group(job.source, mode="r"), job.source))[0]
-    return max(h, w) > opts.block
+    return max(level_shapes(job.image_info())[0]) > opts.block
 
 
 def _record(summary: RunSummary, job: Job, outcome, log=print) -> None:

@@ -46,6 +46,15 @@ class Job:
     batch_size: int
     threads: int  # torch threads per task
 
+    @property
+    def image_path(self) -> str:
+        """The input image group of this field (the root for a single image)."""
+        return f"{self.source}/{self.ref.path}" if self.ref.path else self.source
+
+    def image_info(self):
+        """The input image's ``multiscales`` (:class:`hts.ngff.ImageInfo`)."""
+        return image_info(zarr.open_group(self.image_path, mode="r"), self.image_path)
+
 
 @dataclass
 class Inferred:
@@ -76,7 +85,7 @@ def _load(model: str | None) -> InstanceUNet:
 def read_field(job: Job, region: tuple[slice, slice] | None = None, check: bool = True) -> np.ndarray:
     """The 2D nucleus plane of a field, or a ``region`` of it; checked unless ``check`` is False
     (raises HtsError naming the field)."""
-    where = f"{job.source}/{job.ref.path}".rstrip("/")
+    where = job.image_path
     group = zarr.open_group(where, mode="r")
     info = image_info(group, where)
     plane = read_plane(group, info, resolve_channel(info, job.channel, where), job.z, region)
@@ -133,8 +142,7 @@ def write_field(job: Job, segmented: tuple[np.ndarray, Inferred]) -> dict:
     labels, inferred = segmented
     ref, fmt = job.ref, Results.fmt_of(job.version)
     root = zarr.open_group(job.out, mode="r+")
-    src = zarr.open_group(f"{job.source}/{ref.path}" if ref.path else job.source, mode="r")
-    info = image_info(src, ref.path)
+    info = job.image_info()
     if job.copy_image:
         image = root.require_group(ref.path) if ref.path else root
         write_pyramid(image, inferred.plane, info, fmt, ref.key)

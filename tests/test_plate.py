@@ -117,14 +117,19 @@ def _assert_same_output(a: Path, b: Path) -> None:
                                   pd.read_parquet(results_dir(b) / "nuclei.parquet"))
 
 
+def wait_for_markers(folder: Path, n: int, timeout: float = 240) -> None:
+    """Wait until ``n`` fields of a running ``hts run`` are done (their markers exist)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and len(list(folder.glob("*.json"))) < n:
+        time.sleep(0.05)
+
+
 def test_driver_killed_then_rerun_gives_identical_output(done_plate, tmp_path):
     plate = _copy_plate(done_plate, tmp_path)
     markers = results_dir(plate) / "fields"
     proc = subprocess.Popen([sys.executable, "-m", "hts", *map(str, run_args(plate))], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 240
-    while time.time() < deadline and len(list(markers.glob("*.json"))) < 2:
-        time.sleep(0.05)
+    wait_for_markers(markers, 2)
     os.kill(proc.pid, signal.SIGKILL)  # the driver, mid-run
     proc.wait()
     os.killpg(proc.pid, signal.SIGKILL)  # then its orphaned workers
@@ -143,9 +148,7 @@ def test_worker_killed_mid_run_does_not_change_the_output(done_plate, tmp_path):
     markers = results_dir(plate) / "fields"
     proc = subprocess.Popen([sys.executable, "-m", "hts", *map(str, run_args(plate))], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 240
-    while time.time() < deadline and not list(markers.glob("*.json")):
-        time.sleep(0.05)
+    wait_for_markers(markers, 1)
     # the LocalCluster's nannies live in the driver and spawn the worker processes
     workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
                if "spawn_main" in " ".join(p.cmdline()) and "resource_tracker" not in " ".join(p.cmdline())]
