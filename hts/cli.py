@@ -42,6 +42,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-synthetic", type=int, default=64, help="images generated when --data/--val is 'synthetic'")
     p.add_argument("--no-augment", action="store_true", help="plain random crops (no mirror/scale/rotation)")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out exists")
+    p.add_argument("--device", default="cpu", help="where the network trains: cpu, cuda, cuda:1 (default %(default)s; "
+                   "CUDA runs are not bit-reproducible)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="processes that draw batches ahead (default %(default)s; 2-4 keep a GPU busy)")
     p.set_defaults(func=cmd_train)
 
 
@@ -171,7 +175,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                       decay_from=args.decay_from)
     data = open_dataset(args.data, args.n_synthetic, seed=args.seed)
     val = open_dataset(args.val, max(args.n_synthetic // 4, 1), seed=args.seed + 10_000) if args.val else None
-    meta = train(cfg, data, val, args.out, resume=not args.no_resume)
+    meta = train(cfg, data, val, args.out, resume=not args.no_resume, device=args.device, workers=args.workers)
     if meta.get("best"):
         best = meta["best"]
         print(f"best step {best['step']}: val DSB {best['val']['dsb_score']:.4f}, AP50 {best['val']['ap_50']:.4f}, "

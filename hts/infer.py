@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from tqdm import tqdm
 
+from hts.errors import HtsError
 from hts.model import InstanceUNet
 from hts.model.boxes import nms
 from hts.model.rpn import ProposalParams, proposals
@@ -51,10 +52,16 @@ def fg_threshold(model: InstanceUNet) -> float:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` -> CUDA when available, else CPU."""
+    """``None`` -> CUDA when available, else CPU; a clear error for a bad or absent device."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise HtsError(f"device: {device!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise HtsError(f"device: {device} asked for, but torch {torch.__version__} sees no CUDA GPU")
+    return device
 
 
 def inference_model(model: InstanceUNet, device: torch.device) -> InstanceUNet:

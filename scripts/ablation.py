@@ -16,13 +16,19 @@ Instance-U-Nets also with the RPN-marker watershed layer as post-processing
   Instance-U-Net (the paper's Fig. 5).
 
     .venv/bin/python scripts/ablation.py --steps 2000 --width 16 --seeds 0 1 --out docs/table1
+
+``--jobs N`` trains N (variant, seed) runs at once in separate processes
+(on a GPU: ``--device cuda --jobs 8``); the results do not depend on it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import platform
+import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -49,39 +55,64 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", default=["U-BCE", "IU-Dice", "IU-BCE", "IU-BCE/Dice"])
     ap.add_argument("--n-synthetic", type=int, default=64, help="images when --data is 'synthetic' (smoke runs)")
     ap.add_argument("--out", type=Path, default=Path("docs/table1"))
+    ap.add_argument("--device", default="cpu", help="where the networks train and run (cpu, cuda)")
+    ap.add_argument("--jobs", type=int, default=1, help="(variant, seed) runs at once, one process each")
+    ap.add_argument("--workers", type=int, default=0, help="batch loader processes per run")
     args = ap.parse_args()
 
-    from hts.checkpoint import load_model
-    from hts.data import open_dataset
-    from hts.evaluate import evaluate_model
-    from hts.train import TrainConfig, train
-
-    data = open_dataset(args.data, args.n_synthetic, seed=0)
-    val = open_dataset(args.val, max(args.n_synthetic // 4, 1), seed=10_000)
-    ckpts = args.out / "checkpoints"
-    ckpts.mkdir(parents=True, exist_ok=True)
+    runs = [(variant, seed) for variant in args.variants for seed in args.seeds]
+    t0 = time.perf_counter()
+    if args.jobs > 1:
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            done = list(pool.map(run_one, runs, [args] * len(runs)))
+    else:
+        done = [run_one(run, args) for run in runs]
     results: dict[str, list[dict]] = {}
     curves: dict[str, list[list[tuple[int, float]]]] = {}
     wall: dict[str, list[float]] = {}
-    for variant in args.variants:
-        for seed in args.seeds:
-            cfg = TrainConfig(variant=variant, width=args.width, steps=args.steps, val_every=args.val_every, seed=seed)
-            out = ckpts / f"{variant.replace('/', '_')}-w{args.width}-s{seed}.pt"
-            meta = train(cfg, data, val, out)
-            wall.setdefault(variant, []).append(meta.get("wall_s", 0.0))
-            curves.setdefault(variant, []).append([(h["step"], h["val"]["mean_iu"]) for h in meta["history"] if "val" in h])
-            model, _ = load_model(out)
-            results.setdefault(variant, []).append(evaluate_model(model, val, markers="none"))
-            if model.config.rpn and variant != "IU-Dice":
-                results.setdefault(variant.replace("IU-", "IUW-"), []).append(evaluate_model(model, val, markers="rpn"))
-    record = {"command": "scripts/ablation.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
-              "hardware": f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}",
+    for (variant, _), (meta, evals) in zip(runs, done):
+        wall.setdefault(variant, []).append(meta["run_wall_s"])
+        curves.setdefault(variant, []).append([(h["step"], h["val"]["mean_iu"]) for h in meta["history"] if "val" in h])
+        for row, metrics in evals.items():
+            results.setdefault(row, []).append(metrics)
+    hardware = (f"{torch.cuda.get_device_name()}, " if args.device.startswith("cuda") else "") + \
+        f"{platform.machine()} CPU ({multiprocessing.cpu_count()} cores), {args.jobs} run(s) at once, torch {torch.__version__}"
+    flags = " ".join(f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+                     for k, v in vars(args).items())
+    record = {"command": f"scripts/ablation.py {flags}",
+              "hardware": hardware, "total_wall_s": time.perf_counter() - t0,
               "results": results, "curves": curves, "wall_s": wall}
     (args.out / "table1.json").write_text(json.dumps(record, indent=1, default=float))
     (args.out / "table1.md").write_text(table(results, wall, args) + f"\nHardware: {record['hardware']}. "
                                         f"Command: `{record['command']}`.\n")
     plot(curves, args.out / "fig5.png")
     print((args.out / "table1.md").read_text())
+
+
+def run_one(run: tuple[str, int], args: argparse.Namespace) -> tuple[dict, dict[str, dict]]:
+    """Train one (variant, seed) and evaluate it: its training ``meta`` and the metrics of its Table 1 rows."""
+    from hts.checkpoint import load_model
+    from hts.data import open_dataset
+    from hts.evaluate import evaluate_model
+    from hts.train import TrainConfig, train
+
+    variant, seed = run
+    t0 = time.perf_counter()
+    torch.set_num_threads(1 if args.jobs > 1 else torch.get_num_threads())
+    data = open_dataset(args.data, args.n_synthetic, seed=0)
+    val = open_dataset(args.val, max(args.n_synthetic // 4, 1), seed=10_000)
+    cfg = TrainConfig(variant=variant, width=args.width, steps=args.steps, val_every=args.val_every, seed=seed)
+    out = args.out / "checkpoints" / f"{variant.replace('/', '_')}-w{args.width}-s{seed}.pt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = train(cfg, data, val, out, resume=True, progress=args.jobs == 1, log=print, device=args.device,
+                 workers=args.workers)
+    model, _ = load_model(out)
+    evals = {variant: evaluate_model(model, val, device=args.device, markers="none")}
+    if model.config.rpn and variant != "IU-Dice":
+        evals[variant.replace("IU-", "IUW-")] = evaluate_model(model, val, device=args.device, markers="rpn")
+    meta["run_wall_s"] = time.perf_counter() - t0  # training, validation and the final evaluations
+    print(f"{variant} seed {seed}: done, {meta['run_wall_s']:.0f} s", flush=True)
+    return meta, evals
 
 
 def _cell(values: list[float]) -> str:
@@ -94,7 +125,7 @@ def table(results: dict, wall: dict, args) -> str:
     for row in [r for r in ROWS if r in results]:
         cells = [_cell([r[key] for r in results[row]]) for key, _ in METRICS]
         lines.append(f"| {row} | " + " | ".join(cells) + f" | {' / '.join(f'{v:.4f}' for v in PAPER[row])} |")
-    timing = ", ".join(f"{v}: {np.mean(s) / 60:.0f} min" for v, s in wall.items())
+    timing = ", ".join(f"{v}: {np.mean(s) / 60:.1f} min" for v, s in wall.items())
     return (f"Validation split, width {args.width}, {args.steps} steps, seeds {args.seeds}; "
             f"mean ± std over seeds. Wall time per variant (training + validation): {timing}.\n\n"
             + "\n".join(lines) + "\n")

@@ -53,6 +53,22 @@ def test_training_is_deterministic_and_resume_is_exact(synthetic, tmp_path):
         torch.testing.assert_close(a[key], c[key], rtol=0, atol=0)
 
 
+def test_loader_workers_draw_the_same_batches(synthetic, tmp_path):
+    """Batches drawn ahead by loader processes (the GPU setting) train the same weights, resumed or not."""
+    data, _ = synthetic
+    quiet = dict(progress=False, log=lambda s: None)
+    train(TrainConfig(steps=6, val_every=3, **SMALL), data, None, tmp_path / "a.pt", **quiet)
+    train(TrainConfig(steps=3, val_every=3, **SMALL), data, None, tmp_path / "b.pt", workers=2, **quiet)
+    train(TrainConfig(steps=6, val_every=3, **SMALL), data, None, tmp_path / "b.pt", resume=True, workers=2, **quiet)
+    a, b = (read_checkpoint(tmp_path / f"{n}.pt")["state_dict"] for n in "ab")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    with pytest.raises(HtsError, match="workers"):
+        train(TrainConfig(steps=1, **SMALL), data, None, tmp_path / "c.pt", workers=-1, **quiet)
+    with pytest.raises(HtsError, match="device"):
+        train(TrainConfig(steps=1, **SMALL), data, None, tmp_path / "c.pt", device="gpu", **quiet)
+
+
 def test_lr_decay_schedule_and_resume_into_a_decay(synthetic, tmp_path):
     cfg = TrainConfig(steps=6, decay_from=2, **SMALL)
     assert [cfg.lr_at(s) / cfg.lr for s in range(6)] == pytest.approx([1, 1, 1, 0.75, 0.5, 0.25])
