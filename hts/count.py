@@ -4,24 +4,59 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from skimage.measure import regionprops_table
 
 NUCLEUS_COLUMNS = ["label", "centroid_y", "centroid_x", "area", "mean_intensity", "max_intensity", "eccentricity"]
 WELL_COLUMNS = ["well", "row", "column", "fields", "n_nuclei", "mean_per_field", "mean_area", "mean_intensity"]
 
 
 def measure_nuclei(labels: np.ndarray, image: np.ndarray) -> pd.DataFrame:
-    """One row per nucleus of ``labels (H, W)`` uint: label, centroid (px), area (px), intensities of ``image``."""
+    """One row per nucleus of ``labels (H, W)`` uint: label, centroid (px), area (px), intensities of ``image``.
+
+    The values of :func:`skimage.measure.regionprops_table` (``centroid``,
+    ``area``, ``intensity_mean``, ``intensity_max``, ``eccentricity``; rows
+    in label order), computed with one ``bincount`` per moment over the
+    foreground pixels: ~10x faster than regionprops, which loops over nuclei
+    in Python and cost as much as the watershed per field. Solidity is left
+    out: a convex hull per nucleus costs more than the watershed.
+    """
     if labels.shape != image.shape:
         raise ValueError(f"labels {labels.shape} and image {image.shape} differ in shape")
-    props = regionprops_table(labels, intensity_image=np.asarray(image, np.float32),
-                              properties=("label", "centroid", "area", "intensity_mean", "intensity_max",
-                                          "eccentricity"))  # no solidity: a convex hull per nucleus costs more than the watershed
-    df = pd.DataFrame(props).rename(columns={"centroid-0": "centroid_y", "centroid-1": "centroid_x",
-                                             "intensity_mean": "mean_intensity", "intensity_max": "max_intensity"})
-    df["label"] = df["label"].astype(np.uint32)
-    df["area"] = df["area"].astype(np.int64)
-    return df[NUCLEUS_COLUMNS]
+    flat = np.asarray(labels).ravel()
+    pix = np.flatnonzero(flat)
+    if pix.size == 0:
+        return pd.DataFrame({c: np.empty(0, t) for c, t in zip(NUCLEUS_COLUMNS, _DTYPES)})
+    ids = flat[pix].astype(np.int64)
+    if ids.max() > 4 * pix.size + 1024:  # sparse ids (a slide block's global labels): compact them first
+        values, k = np.unique(ids, return_inverse=True)
+    else:
+        values, k = None, ids
+    area_all = np.bincount(k)
+    present = np.flatnonzero(area_all)
+    area = area_all[present].astype(np.float64)
+    y, x = np.divmod(pix, labels.shape[1])
+    y, x = y.astype(np.float64), x.astype(np.float64)
+
+    def mean_of(w: np.ndarray) -> np.ndarray:  # per-nucleus mean of a per-pixel quantity, for every bin
+        return np.bincount(k, weights=w, minlength=area_all.size) / np.maximum(area_all, 1)
+
+    cy, cx = mean_of(y), mean_of(x)
+    dy, dx = y - cy[k], x - cx[k]
+    myy, mxx, mxy = (mean_of(v)[present] for v in (dy * dy, dx * dx, dy * dx))
+    half_sum, root = (myy + mxx) / 2, np.sqrt(((myy - mxx) / 2) ** 2 + mxy**2)
+    l1, l2 = half_sum + root, np.maximum(half_sum - root, 0)
+    ecc = np.sqrt(1 - np.divide(l2, l1, out=np.ones_like(l1), where=l1 > 0))
+    ecc[l1 <= 0] = 0.0
+    inten = np.asarray(image, np.float32).ravel()[pix].astype(np.float64)
+    peak = np.full(area_all.size, -np.inf)
+    np.maximum.at(peak, k, inten)
+    return pd.DataFrame({
+        "label": (values[present] if values is not None else present).astype(np.uint32),
+        "centroid_y": cy[present], "centroid_x": cx[present], "area": area.astype(np.int64),
+        "mean_intensity": mean_of(inten)[present], "max_intensity": peak[present], "eccentricity": ecc,
+    })[NUCLEUS_COLUMNS]
+
+
+_DTYPES = (np.uint32, np.float64, np.float64, np.int64, np.float64, np.float64, np.float64)
 
 
 def field_quality(plane: np.ndarray) -> dict[str, float]:

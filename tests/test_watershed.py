@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from skimage.draw import disk
 
-from hts.watershed import centroid_markers, distance_markers, instance_labels, watershed_layer
+from hts.watershed import centroid_markers, distance_markers, instance_labels, relabel, watershed_layer
 
 
 def touching_discs() -> tuple[np.ndarray, np.ndarray]:
@@ -93,3 +93,18 @@ def test_component_labels_keep_only_what_the_network_separated():
     labels = component_labels(prob, 0.5, min_size=4)
     assert labels.max() == 3 and labels.dtype == np.uint32
     assert len(np.unique(labels[12:18, 2:28])) == 1 and labels[0, 29] == 0
+
+
+def test_relabel_dense_and_sparse_ids_agree():
+    rng = np.random.default_rng(0)
+    dense = rng.integers(0, 40, (64, 64))
+    dense[dense == 7] = 0  # an absent id
+    sparse = np.where(dense > 0, dense * 1_000_003, 0)  # ids far apart: the np.unique path
+    for min_size in (0, 100):
+        a, b = relabel(dense, min_size), relabel(sparse, min_size)
+        np.testing.assert_array_equal(a, b)
+        ids, counts = np.unique(dense[dense > 0], return_counts=True)
+        kept = ids[counts >= max(min_size, 1)]
+        assert a.dtype == np.uint32 and a.max() == len(kept)
+        np.testing.assert_array_equal(a[dense == kept[0]], 1)  # in order of the input ids
+        assert (a[~np.isin(dense, kept)] == 0).all()
