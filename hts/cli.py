@@ -256,7 +256,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from hts.cluster import ClusterOptions
+    from hts.cluster import ClusterOptions, start_worker_server
+
+    if args.cluster == "local":
+        start_worker_server()  # the workers' imports run beside the driver's from here on
     from hts.run import RunOptions, run
     from hts.slurm import SlurmOptions
 

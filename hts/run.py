@@ -16,7 +16,9 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import threading
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -130,6 +132,7 @@ def run(path: str | os.PathLike, opts: RunOptions = RunOptions(), progress: bool
     if opts.block < 256:
         raise HtsError(f"--block must be >= 256 px, got {opts.block}")
     source = open_source(path)
+    closing: threading.Thread | None = None
     out_path = str(opts.out or path)
     results = Results(results_dir(out_path))
     results.lock()
@@ -159,7 +162,7 @@ def run(path: str | os.PathLike, opts: RunOptions = RunOptions(), progress: bool
         if jobs:  # until this run ends, nothing may look complete
             results.invalidate()
             out.attrs["hts"] = {"complete": False}
-            _compute(jobs, opts, summary, progress, log)
+            closing = _compute(jobs, opts, summary, progress, log)
         fields, wells = results.write_tables(source.fields)
         summary.done = len(fields)
         summary.n_nuclei = int(fields["n_nuclei"].sum()) if len(fields) else 0
@@ -170,39 +173,60 @@ def run(path: str | os.PathLike, opts: RunOptions = RunOptions(), progress: bool
                               "model": model, "versions": _versions(), "host": platform.node(),
                               "summary": asdict(summary), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     finally:
+        if closing is not None:
+            closing.join()
         results.unlock()
     return summary
 
 
-def _compute(jobs: list[Job], opts: RunOptions, summary: RunSummary, progress: bool, log) -> None:
-    """Run the jobs on the cluster, recording each field's outcome as it finishes."""
-    with connect(opts.cluster, log=log, shared_dir=Path(jobs[0].results)) as client:
-        gpu = getattr(client, "infer_resources", None) or inference_resources(client)
-        nthreads = client.nthreads()
-        window = max(WINDOW_PER_THREAD * (sum(nthreads.values()) or 1), 2)
-        threads = getattr(client, "torch_threads", None) or (min(nthreads.values()) if nthreads else 1)
-        jobs = [replace(job, threads=threads) for job in jobs]
-        if len(jobs) == 1 and jobs[0].ref.well is None and _is_large(jobs[0], opts):
-            from hts.slide import run_slide
+def _compute(jobs: list[Job], opts: RunOptions, summary: RunSummary, progress: bool, log) -> threading.Thread:
+    """Run the jobs on the cluster, recording each field's outcome as it finishes.
 
-            _record(summary, jobs[0], run_slide(client, jobs[0], opts.block, gpu, window, progress, log))
-            return
+    After the last field the cluster is closed in the returned (started)
+    thread, so that shutting the workers down (~1 s locally) overlaps the
+    driver writing the tables; join it before returning. On an error or
+    interrupt the cluster is closed before this function raises.
+    """
+    stack = ExitStack()
+    client = stack.enter_context(connect(opts.cluster, log=log, shared_dir=Path(jobs[0].results)))
+    try:
+        _compute_on(client, jobs, opts, summary, progress, log)
+    except BaseException:
+        stack.close()
+        raise
+    closing = threading.Thread(target=stack.close, name="hts-close-cluster")
+    closing.start()
+    return closing
 
-        def submit(job: Job):
-            k = job.ref.key
-            inferred = client.submit(infer_field, job, key=f"infer-{k}", resources=gpu, pure=False)
-            labels = client.submit(watershed_field, job, inferred, key=f"watershed-{k}", pure=False)
-            return client.submit(write_field, job, labels, key=f"write-{k}", pure=False)
 
-        bar = tqdm(total=summary.fields, initial=summary.skipped_done, unit="field", desc="fields",
-                   disable=not progress, dynamic_ncols=True)
-        for job, fut in windowed(client, jobs, submit, window):
-            outcome = fut.result() if fut.status == "finished" else fut.exception()
-            fut.release()
-            _record(summary, job, outcome, bar.write if progress else log)
-            bar.update(1)
-            bar.set_postfix(nuclei=summary.n_nuclei, failed=len(summary.failed))
-        bar.close()
+def _compute_on(client, jobs: list[Job], opts: RunOptions, summary: RunSummary, progress: bool, log) -> None:
+    """The body of :func:`_compute` on a connected ``client``."""
+    gpu = getattr(client, "infer_resources", None) or inference_resources(client)
+    nthreads = client.nthreads()
+    window = max(WINDOW_PER_THREAD * (sum(nthreads.values()) or 1), 2)
+    threads = getattr(client, "torch_threads", None) or (min(nthreads.values()) if nthreads else 1)
+    jobs = [replace(job, threads=threads) for job in jobs]
+    if len(jobs) == 1 and jobs[0].ref.well is None and _is_large(jobs[0], opts):
+        from hts.slide import run_slide
+
+        _record(summary, jobs[0], run_slide(client, jobs[0], opts.block, gpu, window, progress, log))
+        return
+
+    def submit(job: Job):
+        k = job.ref.key
+        inferred = client.submit(infer_field, job, key=f"infer-{k}", resources=gpu, pure=False)
+        labels = client.submit(watershed_field, job, inferred, key=f"watershed-{k}", pure=False)
+        return client.submit(write_field, job, labels, key=f"write-{k}", pure=False)
+
+    bar = tqdm(total=summary.fields, initial=summary.skipped_done, unit="field", desc="fields",
+               disable=not progress, dynamic_ncols=True)
+    for job, fut in windowed(client, jobs, submit, window):
+        outcome = fut.result() if fut.status == "finished" else fut.exception()
+        fut.release()
+        _record(summary, job, outcome, bar.write if progress else log)
+        bar.update(1)
+        bar.set_postfix(nuclei=summary.n_nuclei, failed=len(summary.failed))
+    bar.close()
 
 
 def _is_large(job: Job, opts: RunOptions) -> bool:

@@ -10,7 +10,12 @@ A benchmark, not a test. In one run it writes a synthetic plate, then
    watershed, NGFF labels, tables), ``--overwrite`` so every field runs;
 
 and prints fields/s and megapixels/s of each and their ratio (the pipeline's
-efficiency; target >= 0.8 on a 2-core machine).
+efficiency; target >= 0.8 on a 2-core machine). Both sides are timed warm,
+in one process: the model after a warm-up call, ``hts run`` after a warm-up
+run, whose worker fork server (torch and hts imported) the timed runs reuse,
+as repeated ``hts.run`` calls in a notebook do; each timed run still starts
+and closes its own cluster and loads the model in its worker. A cold
+``hts run`` from a shell adds interpreter start and imports (README).
 
     .venv/bin/python scripts/bench_pipeline.py                       # 2x3 wells x 2 fields of 1024 px
     .venv/bin/python scripts/bench_pipeline.py --size 2048 --workers 2 --threads-per-worker 1

@@ -149,9 +149,10 @@ def test_worker_killed_mid_run_does_not_change_the_output(done_plate, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "hts", *map(str, run_args(plate))], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     wait_for_markers(markers, 1)
-    # the LocalCluster's nannies live in the driver and spawn the worker processes
-    workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
-               if "spawn_main" in " ".join(p.cmdline()) and "resource_tracker" not in " ".join(p.cmdline())]
+    # the LocalCluster's nannies live in the driver; the worker processes are forked from its fork server
+    servers = [p for p in psutil.Process(proc.pid).children() if "forkserver" in " ".join(p.cmdline())]
+    assert len(servers) == 1, "no worker fork server found"
+    workers = servers[0].children()
     assert workers, "no worker process found"
     workers[0].kill()
     out, err = proc.communicate(timeout=300)
