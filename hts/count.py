@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 NUCLEUS_COLUMNS = ["label", "centroid_y", "centroid_x", "area", "mean_intensity", "max_intensity", "eccentricity"]
+_DTYPES = (np.uint32, np.float64, np.float64, np.int64, np.float64, np.float64, np.float64)  # of NUCLEUS_COLUMNS
 WELL_COLUMNS = ["well", "row", "column", "fields", "n_nuclei", "mean_per_field", "mean_area", "mean_intensity"]
 
 
@@ -44,8 +45,7 @@ def measure_nuclei(labels: np.ndarray, image: np.ndarray) -> pd.DataFrame:
     myy, mxx, mxy = (mean_of(v)[present] for v in (dy * dy, dx * dx, dy * dx))
     half_sum, root = (myy + mxx) / 2, np.sqrt(((myy - mxx) / 2) ** 2 + mxy**2)
     l1, l2 = half_sum + root, np.maximum(half_sum - root, 0)
-    ecc = np.sqrt(1 - np.divide(l2, l1, out=np.ones_like(l1), where=l1 > 0))
-    ecc[l1 <= 0] = 0.0
+    ecc = np.sqrt(1 - np.divide(l2, l1, out=np.ones_like(l1), where=l1 > 0))  # a 1-px nucleus (l1 = 0): 0
     inten = np.asarray(image, np.float32).ravel()[pix].astype(np.float64)
     peak = np.full(area_all.size, -np.inf)
     np.maximum.at(peak, k, inten)
@@ -54,9 +54,6 @@ def measure_nuclei(labels: np.ndarray, image: np.ndarray) -> pd.DataFrame:
         "centroid_y": cy[present], "centroid_x": cx[present], "area": area.astype(np.int64),
         "mean_intensity": mean_of(inten)[present], "max_intensity": peak[present], "eccentricity": ecc,
     })[NUCLEUS_COLUMNS]
-
-
-_DTYPES = (np.uint32, np.float64, np.float64, np.int64, np.float64, np.float64, np.float64)
 
 
 def field_quality(plane: np.ndarray) -> dict[str, float]:
