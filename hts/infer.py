@@ -24,7 +24,7 @@ from hts.model import InstanceUNet
 from hts.model.boxes import nms
 from hts.model.rpn import ProposalParams, proposals
 from hts.scale import rescale, resize_to
-from hts.tile import OVERLAP, TILE, blend_ramp, tile_grid
+from hts.tile import EDGE_MARGIN, OVERLAP, TILE, blend_ramp, tile_grid
 
 
 @dataclass
@@ -99,12 +99,13 @@ def predict_tiles(
     overlap: int = OVERLAP,
     batch_size: int = 4,
     progress: bool = False,
+    margin: int = EDGE_MARGIN,
 ) -> Prediction:
     """Tiled prediction of a normalised float32 ``(H, W)`` image in the network's frame."""
     dev = device or resolve_device(None)
     h, w = image.shape
     tiles, (th, tw) = tile_grid((h, w), tile, overlap)
-    weight = np.outer(blend_ramp(th, overlap), blend_ramp(tw, overlap)).astype(np.float32)
+    weight = np.outer(blend_ramp(th, overlap, margin), blend_ramp(tw, overlap, margin)).astype(np.float32)
     prob_sum = np.zeros((h, w), np.float32)
     weight_sum = np.zeros((h, w), np.float32)
     all_boxes, all_scores = [], []
@@ -152,19 +153,21 @@ def predict(
     overlap: int = OVERLAP,
     batch_size: int = 4,
     progress: bool = False,
+    margin: int = EDGE_MARGIN,
 ) -> Prediction:
     """Run ``model`` on one normalised ``(H, W)`` float image (see :func:`hts.preprocess.normalize`).
 
     ``scale`` resamples the image before the network (see
     :func:`hts.scale.scale_factor`); probabilities and boxes come back in the
-    input's pixel frame. ``tile``/``overlap`` (px, network frame) and
-    ``batch_size`` (tiles per forward pass) set the tiling; a ``tile`` at
-    least as large as the image gives a single pass.
+    input's pixel frame. ``tile``/``overlap``/``margin`` (px, network frame;
+    see :func:`hts.tile.blend_ramp`) and ``batch_size`` (tiles per forward
+    pass) set the tiling; a ``tile`` at least as large as the image gives a
+    single pass.
     """
     dev = resolve_device(device)
     model = inference_model(model, dev)
     scaled = rescale(image, scale)
-    pred = predict_tiles(model, scaled, params, dev, tile, overlap, batch_size, progress)
+    pred = predict_tiles(model, scaled, params, dev, tile, overlap, batch_size, progress, margin)
     if scaled.shape == image.shape:
         return pred
     sy, sx = image.shape[0] / scaled.shape[0], image.shape[1] / scaled.shape[1]

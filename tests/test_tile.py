@@ -38,4 +38,13 @@ def test_grid_small_image_uses_one_small_tile():
 
 def test_blend_ramp_positive_and_flat_in_the_middle():
     r = blend_ramp(448, 96)
-    assert r.min() > 0 and r[96:352].min() == 1.0 and r[0] < 0.01
+    assert r.min() > 0 and r[72:376].min() == 1.0 and r[71] < 1.0
+    assert np.all(r[:24] == np.float32(1e-3)) and np.all(r[-24:] == np.float32(1e-3))  # edge margin: 96 // 4 px
+    assert np.all(np.diff(r[:224]) >= 0)
+
+
+def test_blend_ramps_of_neighbours_cross_in_the_middle_of_the_overlap():
+    r = blend_ramp(448, 128)
+    a, b = r[448 - 128 :], r[:128]  # tile k's right end over tile k+1's left end
+    assert np.allclose(a, b[::-1])  # the two weights mirror each other across the overlap
+    assert a[:32].max() > 0.99 and b[:32].max() <= 1e-3  # a tile's outer 32 px defer to its neighbour
