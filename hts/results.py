@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from hts.count import well_table
 from hts.errors import HtsError
@@ -115,12 +116,28 @@ class Results:
             tmp = self.path / f".{name}.parquet.tmp"
             df.to_parquet(tmp, index=False)
             os.replace(tmp, self.path / f"{name}.parquet")
-        parts = [pd.read_parquet(self.path / "nuclei" / f"{k}.parquet") for k in keys]
-        if parts:
-            tmp = self.path / ".nuclei.parquet.tmp"
-            pd.concat(parts, ignore_index=True).to_parquet(tmp, index=False)
-            os.replace(tmp, self.path / "nuclei.parquet")
+        if keys:
+            self._write_nuclei(keys)
         return fields, wells
+
+    def _write_nuclei(self, keys: list[str]) -> None:
+        """``nuclei.parquet``: the fields' nucleus tables in ``keys`` order, one row group per field.
+
+        Streamed field by field, so memory holds one field's table, not the
+        plate's (a plate can have tens of millions of nuclei).
+        """
+        tmp = self.path / ".nuclei.parquet.tmp"
+        writer = None
+        try:
+            for k in keys:
+                part = pq.read_table(self.path / "nuclei" / f"{k}.parquet")
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, part.schema)
+                writer.write_table(part.cast(writer.schema))
+        finally:
+            if writer is not None:
+                writer.close()
+        os.replace(tmp, self.path / "nuclei.parquet")
 
     def write_record(self, record: dict) -> None:
         _atomic_write(self.path / "run.json", json.dumps(record, indent=2, default=str).encode())

@@ -57,3 +57,27 @@ def test_well_table_weights_by_nuclei():
     assert wells.loc["A/1", "mean_area"] == pytest.approx(175.0)
     assert wells.loc["A/1", "mean_intensity"] == pytest.approx(1.75)
     assert wells.loc["B/2", "n_nuclei"] == 0 and np.isnan(wells.loc["B/2", "mean_area"])
+
+
+def test_nuclei_table_streams_every_done_field_in_plate_order(tmp_path):
+    """``nuclei.parquet`` holds each done field's rows once, in the order asked, empty fields included."""
+    from hts.ngff import FieldRef
+    from hts.results import Results
+
+    rng = np.random.default_rng(0)
+    refs = [FieldRef(f"B/{c}/0", "B/" + str(c), "B", str(c), "0") for c in (3, 1, 2)]
+    res = Results(tmp_path / "p.hts")
+    tables = {}
+    for ref, n in zip(refs, (0, 5, 7)):  # an empty field first: its schema must not decide the types
+        labels = np.zeros((64, 64), np.uint32)
+        for i in range(n):
+            y, x = rng.integers(4, 60, 2)
+            labels[y - 2 : y + 2, x - 2 : x + 2] = i + 1
+        tables[ref.key] = measure_nuclei(labels, rng.random((64, 64)))
+        res.commit(ref, tables[ref.key], labels.size)
+    res.commit(FieldRef("C/1/0", "C/1", "C", "1", "0"), tables[refs[0].key], 4096)  # done, but not asked for
+    res.write_tables(refs)
+    got = pd.read_parquet(res.path / "nuclei.parquet")
+    want = pd.concat([tables[r.key].assign(well=r.well, field=r.field) for r in refs], ignore_index=True)
+    pd.testing.assert_frame_equal(got, want)
+    assert list(got["well"].unique()) == ["B/1", "B/2"]  # the empty field B/3 adds no rows
