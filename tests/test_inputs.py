@@ -10,7 +10,7 @@ from hts.augment import AugmentParams, augment, warp_pair
 from hts.errors import HtsError
 from hts.model import InstanceUNet, ModelConfig
 from hts.model.boxes import boxes_from_labels
-from hts.preprocess import check_image, normalize
+from hts.preprocess import check_image, intensity_range, normalize
 from hts.synthetic import SyntheticConfig, generate
 
 
@@ -57,6 +57,28 @@ def test_normalize_percentiles():
     lo, hi = np.percentile(x, (1, 99.8))
     assert n[0, 0] == pytest.approx((0 - lo) / (hi - lo))
     assert np.percentile(n, 99.8) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_a_saturated_plateau_does_not_set_the_range():
+    """0.5% of pixels clipped at the camera maximum (bright debris) must not darken the nuclei."""
+    image, labels = generate(SyntheticConfig(shape=(256, 256), dtype="uint16", debris=0), seed=2)
+    clean = normalize(image)
+    hit = image.copy()
+    hit[:18, :18] = np.iinfo(np.uint16).max  # 324 px = 0.5%
+    norm = normalize(hit)
+    np.testing.assert_allclose(norm[labels > 0].mean(), clean[labels > 0].mean(), rtol=0.05)
+    assert intensity_range(hit) == pytest.approx(intensity_range(image), rel=0.05)
+    assert norm[:18, :18].min() > 1  # the saturated pixels stay the brightest, above the range
+    # without the rule the same pixels would take the 99.8th percentile and the nuclei would fall below 0.2
+    lo, hi = np.percentile(hit, (1, 99.8))
+    assert ((hit[labels > 0] - lo) / (hi - lo)).mean() < 0.2
+
+
+def test_two_level_images_keep_their_range():
+    x = np.zeros((32, 32), np.uint8)
+    x[8:16, 8:16] = 255  # everything bright sits at the maximum: nothing else to take a range from
+    n = normalize(x)
+    assert n.max() == pytest.approx(1.0) and n.min() == 0.0
 
 
 def test_augmentation_is_consistent_for_image_labels_and_boxes():
