@@ -137,6 +137,18 @@ def match_instances(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.nd
     return ov.gt_ids, ov.pred_ids, ov.dense_iou()
 
 
+def reproduced(reference: np.ndarray, other: np.ndarray, ids: np.ndarray, iou_min: float = 0.9) -> np.ndarray:
+    """For each label of ``reference`` in ``ids``: does ``other`` hold an instance at IoU >= ``iou_min`` with it?
+
+    Bool array like ``ids``; how two segmentations of the same image agree
+    (tiled vs single pass, blocks vs whole image). An id absent from
+    ``reference`` counts as not reproduced.
+    """
+    ref_ids, _, iou = match_instances(reference, other)
+    hit = dict(zip(ref_ids.tolist(), (iou >= _check_threshold(iou_min, "iou_min")).any(axis=1).tolist()))
+    return np.array([hit.get(int(i), False) for i in np.asarray(ids).ravel()], bool)
+
+
 def _n_true_positives(ov: _Overlap, t: float) -> int:
     """Number of one-to-one matched pairs with IoU > t.
 

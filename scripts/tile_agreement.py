@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """How much tiled results depend on where tile borders fall: tiled vs single pass.
 
-    .venv/bin/python scripts/tile_agreement.py [--model runs/iu16d.pt] [--threshold 0.5] \\
+    .venv/bin/python scripts/tile_agreement.py [--model CHECKPOINT] [--threshold 0.5] \\
         [--layouts 128:0 128:32 96:32]
 
 On the 2048x2048 synthetic image of ``tests/test_tiled_engine.py`` (seed 21,
@@ -23,7 +23,7 @@ from skimage.segmentation import clear_border
 
 from hts.api import resolve_model
 from hts.infer import predict
-from hts.metrics import match_instances
+from hts.metrics import reproduced
 from hts.preprocess import normalize
 from hts.scale import scale_factor
 from hts.synthetic import SyntheticConfig, generate
@@ -34,9 +34,7 @@ def agreement(reference: np.ndarray, other: np.ndarray) -> tuple[float, int]:
     """Fraction of ``reference``'s nuclei off the image border matched in ``other`` at IoU >= 0.9, and their number."""
     inner = clear_border(reference)
     ids = np.unique(inner)[1:]
-    gt_ids, _, iou = match_instances(inner, other)
-    hit = dict(zip(gt_ids.tolist(), (iou >= 0.9).any(axis=1).tolist()))
-    return float(np.mean([hit.get(int(i), False) for i in ids])), len(ids)
+    return float(reproduced(inner, other, ids).mean()), len(ids)
 
 
 def main() -> None:

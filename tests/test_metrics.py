@@ -383,3 +383,13 @@ def test_centroid_recall_counts():
     gt[6:10, 0:4] = 3
     c = np.array([[1.5, 1.5], [2.5, 2.5], [7.0, 1.0], [8.0, 8.0]])  # two in 1, one in 2, none in 3, one stray
     assert centroid_recall(gt, c) == {"n_gt": 3, "hit": 2, "single": 1, "split": 1, "stray": 1}
+
+
+def test_reproduced_per_id_at_an_iou_threshold():
+    gt, pred = mixed_case()  # IoUs 1, 2/3, none, 1/3 for gt 1-4
+    ids = np.array([1, 2, 3, 4, 99])  # 99: not in the reference
+    assert M.reproduced(gt, pred, ids, 0.9).tolist() == [True, False, False, False, False]
+    assert M.reproduced(gt, pred, ids, 0.5).tolist() == [True, True, False, False, False]
+    assert M.reproduced(gt, pred, ids, 0.3).tolist() == [True, True, False, True, False]
+    with pytest.raises(HtsError, match="iou_min"):
+        M.reproduced(gt, pred, ids, 1.5)

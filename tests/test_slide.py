@@ -12,20 +12,13 @@ import zarr
 from skimage.segmentation import clear_border
 
 from hts.api import segment
-from hts.metrics import match_instances
+from hts.metrics import reproduced as matched
 from hts.results import results_dir
 from hts.synthetic_plate import read_truth, write_slide
 
 pytestmark = pytest.mark.slow
 SIZE, BLOCK = 1536, 512
 SIDE = 520  # the block side: 512 rounded up to whole stride steps (10 px at diameter 20)
-
-
-def matched(a: np.ndarray, b: np.ndarray, ids: np.ndarray, iou_min: float) -> np.ndarray:
-    """For each id of ``a`` in ``ids``: is it matched in ``b`` at IoU >= ``iou_min``?"""
-    gt_ids, _, iou = match_instances(a, b)
-    hit = dict(zip(gt_ids.tolist(), (iou >= iou_min).any(axis=1).tolist()))
-    return np.array([hit.get(int(i), False) for i in ids])
 
 
 @pytest.fixture(scope="module")
