@@ -84,8 +84,8 @@ def watershed_prediction(
     """The watershed stage of :func:`segment_image`: uint32 labels from a prediction."""
     use_rpn = net.config.rpn if use_rpn is None else use_rpn
     sizes = size_params(diameter)
-    if min_size is not None:
-        sizes["min_size"] = min_size
+    if min_size is not None:  # an explicit size both merges slivers and drops noise
+        sizes["min_size"] = sizes["noise_size"] = min_size
     fg = fg_threshold(net) if threshold is None else threshold
     return instance_labels(pred.prob, pred.boxes if use_rpn else None, threshold=fg, **sizes)
 
@@ -138,9 +138,10 @@ def segment(
     uses its box centroids as watershed markers (the Instance-U-Net); a plain
     U-Net uses distance-transform peaks. ``threshold``: foreground
     probability; default the model's setting selected on validation data
-    (0.5 for a model without one). Objects under ``min_size`` px
-    (default: 10% of the median nucleus area) are merged into the nucleus
-    they touch, or dropped as noise when isolated.
+    (0.5 for a model without one). Objects under ``min_size`` px are
+    merged into the nucleus they touch, or dropped as noise when isolated;
+    default: slivers under 10% of the median nucleus area merge, and objects
+    under 5% of it or under 25 px are dropped (:func:`hts.watershed.size_params`).
     """
     net = resolve_model(model)
     lazy = not isinstance(image, np.ndarray)

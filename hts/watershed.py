@@ -41,6 +41,7 @@ def watershed_layer(
     foreground: np.ndarray,
     markers: np.ndarray,
     min_size: int = 0,
+    noise_size: int | None = None,
 ) -> np.ndarray:
     """Instance labels ``(H, W)`` uint32 (0 = background, 1..N sequential).
 
@@ -50,8 +51,10 @@ def watershed_layer(
     fall on the necks between touching nuclei. A foreground component that
     receives no marker still becomes one nucleus: nothing is silently dropped.
     Objects smaller than ``min_size`` px are merged into the touching
-    nucleus they share most border with (watershed slivers), or removed when
-    they touch none (noise); 0 keeps all.
+    nucleus they share most border with (watershed slivers); isolated ones
+    smaller than ``noise_size`` px (default ``min_size``) are removed as
+    noise. An object under ``noise_size`` that touches another is merged,
+    not removed, so no foreground inside a nucleus is lost. 0 keeps all.
     """
     foreground = np.asarray(foreground, bool)
     if foreground.ndim != 2:
@@ -67,9 +70,10 @@ def watershed_layer(
     unclaimed, n_new = ndimage.label(foreground & (labels == 0))
     if n_new:
         labels = np.where(unclaimed > 0, unclaimed + labels.max(), labels)
-    if min_size > 0:
-        labels = merge_small(labels, min_size)
-    return relabel(labels, min_size)
+    noise_size = min_size if noise_size is None else noise_size
+    if max(min_size, noise_size) > 0:
+        labels = merge_small(labels, max(min_size, noise_size))
+    return relabel(labels, noise_size)
 
 
 def merge_small(labels: np.ndarray, min_size: int) -> np.ndarray:
@@ -146,19 +150,30 @@ def distance_markers(foreground: np.ndarray, min_distance: int = 5) -> np.ndarra
     return markers
 
 
-MIN_AREA_FRACTION = 0.1  # objects under 10% of a median nucleus' area are slivers or noise
+MIN_AREA_FRACTION = 0.1  # watershed fragments under 10% of a median nucleus' area are slivers
+NOISE_AREA_FRACTION = 0.05  # objects under 5% of a median nucleus' area are noise ...
+NOISE_MIN_PX = 25  # ... and so is anything under 25 px, whatever the magnification
 DEFAULT_DIAMETER = 20.0  # px, when nothing better is known (the DSB2018 median)
 
 
 def size_params(diameter: float | None) -> dict[str, int]:
-    """``min_size`` and ``min_distance`` (px) for nuclei of median ``diameter`` px.
+    """``min_size``, ``noise_size`` and ``min_distance`` (px) for nuclei of median ``diameter`` px.
 
-    ``min_size``: 10% of the median nucleus area (the DSB2018 5th percentile
-    is 13%); ``min_distance``: distance-peak markers at least a third of a
-    diameter apart.
+    ``min_size``: watershed slivers under 10% of the median nucleus area
+    (the DSB2018 5th percentile is 13%) merge into their neighbour;
+    ``noise_size``: objects left under 5% of that area, and never under
+    25 px (a disc of ~5.6 px: below it bright specks and noise outnumber
+    real micronuclei at any magnification), are removed. The floor keeps
+    the annotated micronuclei beside 40-50 px nuclei that a relative rule
+    alone removes, and drops specks beside 10 px nuclei that it keeps
+    (validation AP@0.5 0.844 -> 0.859, see the model card).
+    ``min_distance``: distance-peak markers at least a third of a diameter apart.
     """
     d = float(diameter) if diameter else DEFAULT_DIAMETER
-    return {"min_size": int(round(MIN_AREA_FRACTION * np.pi * d * d / 4)), "min_distance": max(3, int(round(d / 3)))}
+    area = np.pi * d * d / 4
+    return {"min_size": int(round(MIN_AREA_FRACTION * area)),
+            "noise_size": max(int(round(NOISE_AREA_FRACTION * area)), NOISE_MIN_PX),
+            "min_distance": max(3, int(round(d / 3)))}
 
 
 def component_labels(prob: np.ndarray, threshold: float = 0.5, min_size: int = 0) -> np.ndarray:
@@ -179,11 +194,12 @@ def instance_labels(
     threshold: float = 0.5,
     min_size: int = 0,
     min_distance: int = 5,
+    noise_size: int | None = None,
 ) -> np.ndarray:
     """Instance labels from a foreground probability and RPN boxes (the inference path).
 
     ``prob (H, W)`` in [0, 1]; foreground is ``prob > threshold``;
-    ``min_size`` (px) as in :func:`watershed_layer`. With
+    ``min_size`` and ``noise_size`` (px) as in :func:`watershed_layer`. With
     ``boxes (N, 4)`` the markers are their centroids (the paper's watershed
     layer); with ``boxes=None`` (a model without RPN) the markers are the
     distance-transform peaks of :func:`distance_markers`.
@@ -194,4 +210,4 @@ def instance_labels(
     else:
         b = np.asarray(boxes, np.float64).reshape(-1, 4)
         markers = centroid_markers(np.stack(((b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2), 1), foreground)
-    return watershed_layer(foreground, markers, min_size)
+    return watershed_layer(foreground, markers, min_size, noise_size)

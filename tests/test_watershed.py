@@ -83,6 +83,34 @@ def test_small_slivers_merge_into_their_neighbour_and_isolated_noise_goes():
     assert out.max() == 2 and out[5, 10] == out[5, 5] and out[0, 15] == 0
 
 
+def test_noise_size_drops_isolated_objects_apart_from_sliver_merging():
+    fg = np.zeros((30, 30), bool)
+    fg[2:12, 2:12] = True  # a nucleus (100 px) ...
+    fg[5:9, 12:16] = True  # ... with a bulge of its own marker (10 px after the watershed)
+    fg[20:24, 20:24] = True  # an isolated micronucleus (16 px)
+    markers = np.zeros(fg.shape, np.int32)
+    markers[6, 6], markers[6, 14], markers[21, 21] = 1, 2, 3
+    assert np.bincount(watershed_layer(fg, markers).ravel())[1:].tolist() == [106, 10, 16]
+    kept = watershed_layer(fg, markers, min_size=20, noise_size=12)
+    assert kept.max() == 2 and kept[6, 14] == kept[6, 6] and kept[21, 21] > 0
+    dropped = watershed_layer(fg, markers, min_size=20)  # noise_size defaults to min_size
+    assert dropped.max() == 1 and dropped[21, 21] == 0
+    floor = watershed_layer(fg, markers, min_size=5, noise_size=17)  # a floor above the sliver size
+    assert floor.max() == 1 and floor[6, 14] == floor[6, 6] and floor[21, 21] == 0  # merged, not dropped
+    assert watershed_layer(fg, markers, min_size=5, noise_size=5).max() == 3
+
+
+def test_size_params_relative_rules_with_an_absolute_noise_floor():
+    from hts.watershed import NOISE_MIN_PX, size_params
+
+    small, large = size_params(10.0), size_params(40.0)
+    assert small["min_size"] == round(0.1 * np.pi * 100 / 4)  # 8 px slivers at 10 px nuclei
+    assert small["noise_size"] == NOISE_MIN_PX == 25  # 5% of 79 px would keep 4-px specks
+    assert large["min_size"] == round(0.1 * np.pi * 1600 / 4)  # 126 px
+    assert large["noise_size"] == round(0.05 * np.pi * 1600 / 4)  # 63 px: keeps micronuclei the 10% rule dropped
+    assert size_params(None) == size_params(20.0)
+
+
 def test_component_labels_keep_only_what_the_network_separated():
     from hts.watershed import component_labels
 
