@@ -90,6 +90,12 @@ def watershed_prediction(
     return instance_labels(pred.prob, pred.boxes if use_rpn else None, threshold=fg, **sizes)
 
 
+def check_min_size(min_size: int | None, name: str = "min_size") -> None:
+    """Raise HtsError unless ``min_size`` is None or a whole number of px >= 0."""
+    if min_size is not None and (isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 0):
+        raise HtsError(f"{name} must be a whole number of px >= 0, got {min_size!r}")
+
+
 def _check_lazy(image) -> None:
     """Shape and dtype checks for a zarr/dask array without reading it (pixels are checked per block)."""
     shape, dtype = tuple(image.shape), np.dtype(image.dtype)
@@ -154,6 +160,7 @@ def segment(
         image = check_image(image)
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise HtsError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_min_size(min_size)
     if diameter is None and net.config.diameter is not None:
         diameter = estimate_diameter(_central_crop(image) if lazy else image)
     def run(checked: np.ndarray, value_range: tuple[float, float] | None = None) -> np.ndarray:

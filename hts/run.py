@@ -25,6 +25,7 @@ from pathlib import Path
 import zarr
 from tqdm import tqdm
 
+from hts.api import check_min_size
 from hts.cluster import ClusterOptions, connect, inference_resources, windowed
 from hts.errors import HtsError
 from hts.ngff import Source, open_output, open_source
@@ -47,6 +48,7 @@ class RunOptions:
     batch_size: int = 4
     overwrite: bool = False
     block: int = 4096  # px; single images larger than this go block by block (whole-slide images)
+    min_size: int | None = None  # px; objects under it merge or go; None: by the diameter
     cluster: ClusterOptions = ClusterOptions()
 
 
@@ -131,6 +133,7 @@ def run(path: str | os.PathLike, opts: RunOptions = RunOptions(), progress: bool
         raise HtsError(f"--batch-size must be >= 1, got {opts.batch_size}")
     if opts.block < 256:
         raise HtsError(f"--block must be >= 256 px, got {opts.block}")
+    check_min_size(opts.min_size, "--min-size")
     source = open_source(path)
     closing: threading.Thread | None = None
     out_path = str(opts.out or path)
@@ -149,7 +152,7 @@ def run(path: str | os.PathLike, opts: RunOptions = RunOptions(), progress: bool
             log(f"skipped {key}: {reason}")
         base = dict(source=str(source.path), out=out_path, results=str(results.path), version=source.version,
                     copy_image=Path(out_path).resolve() != source.path.resolve(), channel=opts.channel, z=opts.z,
-                    model=opts.model, device=opts.device, batch_size=opts.batch_size,
+                    model=opts.model, device=opts.device, batch_size=opts.batch_size, min_size=opts.min_size,
                     threads=1)  # torch threads: set from the workers' threads once connected
         shape = _check_first_field(Job(todo[0], diameter=None, **base)) if todo else None
         diameter = opts.diameter

@@ -67,7 +67,7 @@ def infer_block(bj: BlockJob):
 def store_block(bj: BlockJob, prediction) -> int:
     """Watershed, keep the nuclei the block owns, store them and the block's marker; returns its count."""
     net = worker_model(bj.job.model, bj.job.threads)
-    owned = keep_owned(watershed_prediction(net, prediction, bj.job.diameter), bj.block)
+    owned = keep_owned(watershed_prediction(net, prediction, bj.job.diameter, min_size=bj.job.min_size), bj.block)
     scratch = _scratch(bj.job)
     group = zarr.open_group(str(scratch / "owned.zarr"), mode="a")
     group.create_array(bj.key, shape=owned.shape, dtype=owned.dtype, chunks=owned.shape, overwrite=True)[...] = owned

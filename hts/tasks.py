@@ -45,6 +45,7 @@ class Job:
     device: str | None
     batch_size: int
     threads: int  # torch threads per task
+    min_size: int | None = None  # px; None: by the diameter (``hts.watershed.size_params``)
 
     @property
     def image_path(self) -> str:
@@ -131,7 +132,7 @@ def provenance(device: str | None) -> dict:
 def watershed_field(job: Job, inferred: Inferred) -> tuple[np.ndarray, Inferred]:
     """Labels of a field from its prediction (the CPU stage); the prediction's maps are dropped."""
     net = worker_model(job.model, job.threads)
-    labels = watershed_prediction(net, inferred.prediction, job.diameter)
+    labels = watershed_prediction(net, inferred.prediction, job.diameter, min_size=job.min_size)
     return labels, Inferred(inferred.plane, Prediction(np.empty((0, 0), np.float32), inferred.prediction.boxes[:0],
                                                         inferred.prediction.scores[:0]), inferred.seconds,
                             inferred.where)

@@ -92,6 +92,7 @@ def bad_cases(tmp_path, data_npz, tiny_ckpt):
         (["segment", tmp_path / "missing.tif", tmp_path / "o.tif", "--model", tiny_ckpt], "no such file"),
         (["segment", tmp_path / "ok.npy", tmp_path / "o.tif", "--model", tmp_path / "corrupt.pt"], "corrupt"),
         (["segment", tmp_path / "ok.npy", tmp_path / "o.png", "--model", tiny_ckpt], "unsupported label format"),
+        (["segment", tmp_path / "ok.npy", tmp_path / "o.tif", "--min-size", "-1"], "--min-size"),
         (["eval", "--data", tmp_path / "nope.npz", "--model", tiny_ckpt], "does not exist"),
         (["eval", "--data", data_npz, "--pred", tmp_path / "short.npz"], "labels_0001"),
         (["train", "--data", data_npz, "--out", tmp_path / "m.pt", "--crop", "100"], "multiple of 16"),

@@ -45,6 +45,25 @@ def test_segment_any_dtype_and_non_multiple_shape(dtype):
     assert labels.shape == (70, 90) and labels.dtype == np.uint32
 
 
+def test_min_size_zero_keeps_every_object_and_bad_values_are_refused():
+    from hts.api import watershed_prediction
+    from hts.infer import Prediction
+
+    prob = np.zeros((64, 64), np.float32)
+    yy, xx = np.mgrid[:64, :64]
+    prob[(yy - 30) ** 2 + (xx - 30) ** 2 <= 100] = 0.99  # a nucleus of 20 px diameter
+    prob[55:58, 5:8] = 0.99  # an isolated 9 px speck (or micronucleus)
+    pred = Prediction(prob, np.array([[20, 20, 40, 40], [5, 55, 8, 58]], np.float32), np.ones(2, np.float32))
+    model = InstanceUNet(ModelConfig(width=4))
+    assert watershed_prediction(model, pred, 20.0).max() == 1  # under 25 px: noise by default
+    kept = watershed_prediction(model, pred, 20.0, min_size=0)
+    assert kept.max() == 2 and kept[56, 6] > 0
+    image, _ = generate(SyntheticConfig(shape=(64, 64), dtype="float32"), seed=1)
+    for bad in (-1, 2.5, True):
+        with pytest.raises(HtsError, match="min_size"):
+            hts.segment(image, model, min_size=bad)
+
+
 def test_constant_image_gives_no_nuclei_and_no_error():
     assert normalize(np.full((8, 8), 7.0)).max() == 0
     labels = hts.segment(np.full((64, 64), 300, np.uint16), InstanceUNet(ModelConfig(width=4)))

@@ -98,5 +98,6 @@ def test_channel_errors_name_the_channels(plate):
 
 def test_bad_options_name_the_option(plate):
     one_line_error(hts("run", plate, "--channel", "DAPI", "--batch-size", "0"), "--batch-size")
+    one_line_error(hts("run", plate, "--channel", "DAPI", "--min-size", "-5"), "--min-size")
     one_line_error(hts("run", plate, "--channel", "DAPI", "--cluster", "ftp://x"), "--cluster")
     one_line_error(hts("counts", plate.parent / "never-run.zarr"), "no counts found")
