@@ -11,6 +11,9 @@ NGFF):
 - ``fields.csv|parquet``, ``wells.csv|parquet``, ``nuclei.parquet``: the
   tables, rebuilt from the markers at the end of each run;
 - ``run.json``: parameters, model checksum, versions, wall time, failures;
+- ``settings.json``: what the done fields were segmented with (model
+  checksum, channel, z, diameter, size rule), so that a resumed run adds
+  only fields made the same way;
 - ``lock``: held (``flock``) by the running ``hts run``; the kernel
   releases it when the process dies, even by SIGKILL.
 """
@@ -88,7 +91,16 @@ class Results:
         """Drop every done marker and the tables built from them (``--overwrite``): all fields are recomputed."""
         for p in (self.path / "fields").glob("*.json"):
             p.unlink()
+        (self.path / "settings.json").unlink(missing_ok=True)
         self.invalidate()
+
+    def settings(self) -> dict | None:
+        """The segmentation settings of the done fields (None: none recorded)."""
+        p = self.path / "settings.json"
+        return json.loads(p.read_text()) if p.is_file() else None
+
+    def write_settings(self, settings: dict) -> None:
+        _atomic_write(self.path / "settings.json", json.dumps(settings, indent=2).encode())
 
     def invalidate(self) -> None:
         """Remove the run-level tables and record: they come back only when a run ends."""

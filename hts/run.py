@@ -93,13 +93,44 @@ def _model_record(model: str | None) -> dict:
     return {"path": str(path), "sha256": sha256sum(path), "config": asdict(net.config)}
 
 
-def _check_first_field(job: Job) -> tuple[int, int]:
-    """Metadata shared by all fields (e.g. an unknown channel) fails the run at once; returns the (y, x) shape."""
+def _check_first_field(job: Job) -> tuple[tuple[int, int], int]:
+    """Metadata shared by all fields (e.g. an unknown channel) fails the run at once.
+
+    Returns the (y, x) shape and the channel index.
+    """
     from hts.ngff import level_shapes, resolve_channel
 
     info = job.image_info()
-    resolve_channel(info, job.channel, job.image_path)
-    return level_shapes(info)[0]
+    channel = resolve_channel(info, job.channel, job.image_path)
+    return level_shapes(info)[0], channel
+
+
+def _same_settings(results: Results, earlier: dict, settings: dict, diameter: float | None, n_done: int,
+                   log) -> float | None:
+    """Refuse to add fields segmented differently from the done ones (``earlier``); returns the diameter to use.
+
+    An unset ``--diameter`` takes the done fields' diameter (one per plate),
+    so a resumed run does not re-estimate it on another field.
+    """
+    def show(key: str, value) -> str:
+        if value is None:
+            return "unset"
+        return f"sha256 {value[:12]}..." if key == "model_sha256" else f"index {value}" if key == "channel" \
+            else f"{value:.1f} px" if key == "diameter" else str(value)
+
+    option = {"model_sha256": "--model", "channel": "--channel", "z": "--z", "min_size": "--min-size"}
+    for key, name in option.items():
+        if earlier.get(key) != settings[key]:
+            raise HtsError(f"{results.path}: {n_done} fields were segmented with {name} "
+                           f"{show(key, earlier.get(key))}, this run asks {show(key, settings[key])}; rerun with "
+                           "the same options, or add --overwrite to segment every field again")
+    if diameter is None:
+        log(f"nucleus diameter: {show('diameter', earlier['diameter'])} (from the {n_done} fields done earlier)")
+    elif earlier["diameter"] is None or abs(earlier["diameter"] - diameter) > 0.05:
+        raise HtsError(f"{results.path}: {n_done} fields were segmented with --diameter "
+                       f"{show('diameter', earlier['diameter'])}, this run asks {show('diameter', diameter)}; "
+                       "rerun with the same options, or add --overwrite to segment every field again")
+    return earlier["diameter"]  # the recorded value, also when --diameter gives it rounded
 
 
 def _estimate_diameter(job: Job, shape: tuple[int, int], log) -> float | None:
@@ -154,13 +185,19 @@ def run(path: str | os.PathLike, opts: RunOptions = RunOptions(), progress: bool
                     copy_image=Path(out_path).resolve() != source.path.resolve(), channel=opts.channel, z=opts.z,
                     model=opts.model, device=opts.device, batch_size=opts.batch_size, min_size=opts.min_size,
                     threads=1)  # torch threads: set from the workers' threads once connected
-        shape = _check_first_field(Job(todo[0], diameter=None, **base)) if todo else None
-        diameter = opts.diameter
-        if todo and diameter is None:
+        first = todo[0] if todo else (source.fields[0] if source.fields else None)
+        shape, channel = _check_first_field(Job(first, diameter=None, **base)) if first else (None, None)
+        settings = {"model_sha256": model["sha256"], "channel": channel, "z": opts.z, "min_size": opts.min_size}
+        diameter, earlier = opts.diameter, results.settings() if summary.skipped_done else None
+        if earlier is not None:
+            diameter = _same_settings(results, earlier, settings, diameter, summary.skipped_done, log)
+        elif todo and diameter is None:
             try:
                 diameter = _estimate_diameter(Job(todo[0], diameter=None, **base), shape, log)
             except HtsError as e:
                 log(f"nucleus diameter: cannot estimate on {todo[0].key} ({e}); images are not rescaled")
+        if todo and not summary.skipped_done:
+            results.write_settings(settings | {"diameter": diameter})
         jobs = [Job(ref, diameter=diameter, **base) for ref in todo]
         if jobs:  # until this run ends, nothing may look complete
             results.invalidate()

@@ -95,6 +95,32 @@ def test_rerun_skips_done_fields_and_overwrite_recomputes(done_plate):
     np.testing.assert_array_equal(read_labels(path, "B/2/1"), before)
 
 
+def test_rerun_with_other_segmentation_settings_is_refused(done_plate):
+    path, _, _ = done_plate
+    for extra, option in ((("--min-size", "0"), "--min-size"), (("--channel", "GFP"), "--channel")):
+        proc = hts(*run_args(path, *extra), check=False)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+        assert option in lines[0] and "--overwrite" in lines[0] and "8 fields" in lines[0], lines[0]
+    proc = hts("run", path, "--channel", "DAPI", "--workers", "2", "--diameter", "25", check=False)
+    assert proc.returncode == 2 and "--diameter 20.0 px" in proc.stderr and "asks 25.0 px" in proc.stderr, proc.stderr
+
+
+def test_resumed_run_keeps_the_plates_diameter(done_plate, tmp_path):
+    """Without --diameter, the fields left to do get the done fields' diameter, not a new estimate."""
+    src, _, _ = done_plate
+    plate = tmp_path / "plate.zarr"
+    shutil.copytree(src, plate)
+    shutil.copytree(results_dir(src), results_dir(plate))
+    for key in ("B02-f0", "B02-f1"):
+        (results_dir(plate) / "fields" / f"{key}.json").unlink()  # as if the run had stopped before them
+    proc = hts("run", plate, "--channel", "DAPI", "--workers", "2")
+    assert "nucleus diameter: 20.0 px (from the 6 fields done earlier)" in proc.stdout, proc.stdout
+    assert "estimated" not in proc.stdout and "8/8 fields done" in proc.stdout
+    for p in ("B/2/0", "B/2/1"):
+        np.testing.assert_array_equal(read_labels(plate, p), read_labels(src, p), err_msg=p)
+
+
 def _copy_plate(done_plate, tmp_path) -> Path:
     src, _, _ = done_plate
     dst = tmp_path / "plate.zarr"
