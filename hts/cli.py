@@ -52,8 +52,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a model or saved predictions on annotated data")
     p.add_argument("--data", required=True, help="annotated .npz in the shared layout")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", help="checkpoint to run on the images")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--model", help="checkpoint to run on the images (default, without --pred: the shipped model)")
     src.add_argument("--pred", help="predicted labels .npz (n, labels_0000, ...)")
     p.add_argument("--markers", choices=["auto", "rpn", "distance", "none"], default="auto",
                    help="watershed markers for --model: RPN centroids, distance peaks, or none (connected components, "
@@ -197,11 +197,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from hts.metrics import evaluate_dataset
 
     data = load_npz(args.data)
-    if args.model:
-        from hts.checkpoint import load_model
+    if args.pred is None:
+        from hts.api import resolve_model
         from hts.evaluate import predict_dataset
 
-        model, _ = load_model(args.model)
+        model = resolve_model(args.model)
         labels, probs = predict_dataset(model, data.images, args.device, progress=not args.json, markers=args.markers,
                                         diameters=_eval_diameters(args.diameter, data))
         if args.save_pred:

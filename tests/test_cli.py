@@ -61,6 +61,11 @@ def test_eval_real_validation_ground_truth_against_itself(val_npz, tmp_path):
     assert result["dsb_score"] == 1.0 and result["instance_error"] == 0.0 and result["n_gt"] == 1952
 
 
+def test_eval_without_model_or_pred_evaluates_the_shipped_model(data_npz):
+    result = json.loads(hts("eval", "--data", data_npz, "--json").stdout)
+    assert "rmse" in result and result["ap_50"] >= 0.5, result  # synthetic nuclei: the default finds them
+
+
 def test_eval_model_reports_rmse_and_saves_predictions(data_npz, tiny_ckpt, tmp_path):
     out = hts("eval", "--data", data_npz, "--model", tiny_ckpt, "--json", "--save-pred", tmp_path / "p.npz")
     result = json.loads(out.stdout)
