@@ -39,25 +39,80 @@ def as_numpy(array) -> np.ndarray:
 
 
 def percentile_range(values: np.ndarray, percentiles: tuple[float, float] = PERCENTILES) -> tuple[float, float]:
-    """``(lo, hi)``: the ``percentiles`` of ``values``, unless a saturated plateau sets ``hi``.
+    """``(lo, hi)``: the ``percentiles`` of ``values``, unless saturation or debris would set ``hi``.
 
     When the high percentile equals the maximum, more than 0.2% of the
     pixels sit exactly at it: a saturated camera, a clipped 8/12/16-bit
     range, bright debris. Those pixels are then left out, because otherwise
     they set ``hi`` and darken every nucleus (0.5% of saturated pixels cut
     AP@0.5 on the validation images from 0.83 to 0.59). Falls back to all
-    pixels when the rest is constant (a two-level image).
+    pixels when the rest is constant (a two-level image). For a 2D image,
+    objects far brighter than its nuclei (:func:`bright_outliers`) are left
+    out too.
     """
-    v = np.asarray(values, np.float32).ravel()
-    lo, hi = np.percentile(v, percentiles)
-    top = v.max()
+    arr = np.asarray(values, np.float32)
+    lo, hi = np.percentile(arr, percentiles)
+    keep = np.ones(arr.shape, bool)
+    top = arr.max()
     if hi >= top:
-        rest = v[v < top]
-        if rest.size:
-            lo2, hi2 = np.percentile(rest, percentiles)
-            if hi2 > lo2:
-                lo, hi = lo2, hi2
+        keep = arr < top
+        lo, hi = _range_of(arr, keep, percentiles, (lo, hi))
+    if arr.ndim == 2:
+        debris = bright_outliers(arr, float(lo), float(hi))
+        if debris is not None:
+            lo, hi = _range_of(arr, keep & ~debris, percentiles, (lo, hi))
     return float(lo), float(hi)
+
+
+def _range_of(arr: np.ndarray, keep: np.ndarray, percentiles: tuple[float, float],
+              fallback: tuple[float, float]) -> tuple[float, float]:
+    """The percentiles of ``arr[keep]``, or ``fallback`` when nothing or a constant is left."""
+    if not keep.any():
+        return fallback
+    lo, hi = np.percentile(arr[keep], percentiles)
+    return (lo, hi) if hi > lo else fallback
+
+
+def bright_outliers(image: np.ndarray, lo: float, hi: float) -> np.ndarray | None:
+    """Mask of pixels far brighter than the image's nuclei (debris, dust), or None when there are none.
+
+    Objects: connected components above Otsu's threshold of the image
+    clipped at its 99th percentile (so bright debris cannot pull the
+    threshold above the nuclei). Their brightness is the mean above ``lo``;
+    the typical nucleus is the median object pixel (area weighted, so noise
+    specks do not count). Outliers are the pixels more than DEBRIS_RATIO
+    times that typical brightness above ``lo``, when they are at least
+    0.05% of the image (a few hot pixels do not move the 99.8th
+    percentile) and at most half of the object pixels (otherwise they are
+    the nuclei). Textured debris over 0.5% of a validation image at 4x the
+    nuclei's brightness cut AP@0.5 from 0.86 to 0.71; with this rule 0.84.
+    """
+    from scipy import ndimage
+    from skimage.filters import threshold_otsu
+
+    clipped = np.minimum(image, min(hi, float(np.percentile(image, CLIP_PERCENTILE))))
+    if clipped.max() <= clipped.min():
+        return None
+    objects, n = ndimage.label(image > threshold_otsu(clipped))
+    if n < 3:
+        return None
+    area = np.bincount(objects.ravel(), minlength=n + 1)[1:].astype(np.float64)
+    brightness = np.bincount(objects.ravel(), weights=image.ravel(), minlength=n + 1)[1:] / area - lo
+    order = np.argsort(brightness)
+    median = brightness[order][np.searchsorted(np.cumsum(area[order]) / area.sum(), 0.5)]
+    if median <= 0:
+        return None
+    out = image - lo > DEBRIS_RATIO * median
+    count = int(out.sum())
+    if count < MIN_FRACTION * image.size or count > MAX_SHARE * area.sum():
+        return None
+    return out
+
+
+DEBRIS_RATIO = 5.0
+CLIP_PERCENTILE = 99.0
+MAX_SHARE = 0.5
+MIN_FRACTION = 5e-4
 
 
 def intensity_range(image, percentiles: tuple[float, float] = PERCENTILES, max_samples: int = 1 << 22) -> tuple[float, float]:

@@ -10,7 +10,7 @@ from hts.augment import AugmentParams, augment, warp_pair
 from hts.errors import HtsError
 from hts.model import InstanceUNet, ModelConfig
 from hts.model.boxes import boxes_from_labels
-from hts.preprocess import check_image, intensity_range, normalize
+from hts.preprocess import bright_outliers, check_image, intensity_range, normalize
 from hts.synthetic import SyntheticConfig, generate
 
 
@@ -91,6 +91,21 @@ def test_a_saturated_plateau_does_not_set_the_range():
     # without the rule the same pixels would take the 99.8th percentile and the nuclei would fall below 0.2
     lo, hi = np.percentile(hit, (1, 99.8))
     assert ((hit[labels > 0] - lo) / (hi - lo)).mean() < 0.2
+
+
+def test_bright_unsaturated_debris_does_not_set_the_range():
+    """A textured blob at ~4x the nuclei's brightness (0.5% of the image, below the maximum) is left out."""
+    image, labels = generate(SyntheticConfig(shape=(256, 256), dtype="float32", debris=0), seed=2)
+    clean = normalize(image)
+    hit = image.copy()
+    top = np.percentile(image, 99.8)
+    hit[:18, :18] = 4 * top * np.random.default_rng(0).uniform(0.5, 1.0, (18, 18))
+    assert np.percentile(hit, 99.8) < hit.max()  # not a saturated plateau: the older rule would not fire
+    norm = normalize(hit)
+    np.testing.assert_allclose(norm[labels > 0].mean(), clean[labels > 0].mean(), rtol=0.05)
+    lo, hi = np.percentile(hit, (1, 99.8))
+    assert ((hit[labels > 0] - lo) / (hi - lo)).mean() < 0.6 * clean[labels > 0].mean()  # what it would be
+    assert bright_outliers(image.astype(np.float32), *np.percentile(image, (1, 99.8))) is None  # clean: no change
 
 
 def test_two_level_images_keep_their_range():
