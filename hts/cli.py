@@ -18,6 +18,11 @@ from hts.errors import HtsError
 from hts.losses import VARIANTS
 
 
+MIN_SIZE_HELP = ("px: objects under this size are merged into the nucleus they touch, or dropped when isolated; 0 keeps "
+                 "every object, e.g. for micronuclei (default: slivers under 10%% of the median nucleus area merge, "
+                 "isolated objects under 5%% of it or 25 px are dropped)")
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train an Instance-U-Net (or a Table 1 variant)",
                        description="Train with Adam (lr 1e-4) on augmented crops; checkpoints record "
@@ -77,10 +82,7 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--diameter", type=float, help="median nucleus diameter in px (default: estimated)")
     p.add_argument("--batch-size", type=int, help="448x448 tiles per forward pass (default 4)")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--min-size", type=int, metavar="PX",
-                   help="px: objects under this size are merged into the nucleus they touch, or dropped when isolated; 0 keeps "
-                   "every object, e.g. for micronuclei (default: slivers under 10%% of the median nucleus area merge, "
-                   "isolated objects under 5%% of it or 25 px are dropped)")
+    p.add_argument("--min-size", type=int, metavar="PX", help=MIN_SIZE_HELP)
     p.set_defaults(func=cmd_segment)
 
 
@@ -109,10 +111,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
                    help="task threads per local worker (default, and each worker's torch threads: cores / workers)")
     p.add_argument("--batch-size", type=int, default=4, help="448x448 tiles per forward pass (default %(default)s)")
     p.add_argument("--diameter", type=float, help="median nucleus diameter in px (default: estimated once per plate)")
-    p.add_argument("--min-size", type=int, metavar="PX",
-                   help="px: objects under this size are merged into the nucleus they touch, or dropped when isolated; 0 keeps "
-                   "every object, e.g. for micronuclei (default: slivers under 10%% of the median nucleus area merge, "
-                   "isolated objects under 5%% of it or 25 px are dropped)")
+    p.add_argument("--min-size", type=int, metavar="PX", help=MIN_SIZE_HELP)
     p.add_argument("--model", help="checkpoint (default: the shipped model)")
     p.add_argument("--device", help="torch device on the workers (default: cuda if available, else cpu)")
     p.add_argument("--block", type=int, default=4096,

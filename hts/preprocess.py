@@ -7,6 +7,10 @@ import numpy as np
 from hts.errors import HtsError
 
 PERCENTILES = (1.0, 99.8)
+DEBRIS_RATIO = 5.0  # debris: pixels this many times the typical nucleus' brightness above the low percentile ...
+DEBRIS_MIN_FRACTION = 5e-4  # ... covering at least this fraction of the image ...
+DEBRIS_MAX_SHARE = 0.5  # ... and at most this share of the object pixels
+OTSU_CLIP_PERCENTILE = 99.0  # objects for the typical brightness: Otsu on the image clipped here
 
 
 def check_image(image: object, name: str = "image") -> np.ndarray:
@@ -90,7 +94,7 @@ def bright_outliers(image: np.ndarray, lo: float, hi: float) -> np.ndarray | Non
     from scipy import ndimage
     from skimage.filters import threshold_otsu
 
-    clipped = np.minimum(image, min(hi, float(np.percentile(image, CLIP_PERCENTILE))))
+    clipped = np.minimum(image, min(hi, float(np.percentile(image, OTSU_CLIP_PERCENTILE))))
     if clipped.max() <= clipped.min():
         return None
     objects, n = ndimage.label(image > threshold_otsu(clipped))
@@ -104,15 +108,9 @@ def bright_outliers(image: np.ndarray, lo: float, hi: float) -> np.ndarray | Non
         return None
     out = image - lo > DEBRIS_RATIO * median
     count = int(out.sum())
-    if count < MIN_FRACTION * image.size or count > MAX_SHARE * area.sum():
+    if count < DEBRIS_MIN_FRACTION * image.size or count > DEBRIS_MAX_SHARE * area.sum():
         return None
     return out
-
-
-DEBRIS_RATIO = 5.0
-CLIP_PERCENTILE = 99.0
-MAX_SHARE = 0.5
-MIN_FRACTION = 5e-4
 
 
 def intensity_range(image, percentiles: tuple[float, float] = PERCENTILES, max_samples: int = 1 << 22) -> tuple[float, float]:
