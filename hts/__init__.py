@@ -11,9 +11,9 @@ __all__ = ["segment", "open_results", "HtsError", "__version__"]
 
 
 def __getattr__(name: str):
-    """``hts.open_results`` (:mod:`hts.load`), imported on first use (keeps pandas and Zarr out of CLI start-up)."""
+    """``hts.open_results`` (:mod:`hts.analysis.load`), imported on first use (keeps pandas and Zarr out of CLI start-up)."""
     if name == "open_results":
-        from hts.load import open_results
+        from hts.analysis.load import open_results
 
         return open_results
     raise AttributeError(f"module 'hts' has no attribute {name!r}")

@@ -15,8 +15,7 @@ from pathlib import Path
 
 from hts import __version__
 from hts.errors import HtsError
-from hts.losses import VARIANTS
-
+from hts.training.losses import VARIANTS
 
 MIN_SIZE_HELP = ("px: objects under this size are merged into the nucleus they touch, or dropped when isolated; 0 keeps "
                  "every object, e.g. for micronuclei (default: slivers under 10%% of the median nucleus area merge, "
@@ -173,8 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from hts.data import open_dataset
-    from hts.train import TrainConfig, train
+    from hts.training.data import open_dataset
+    from hts.training.train import TrainConfig, train
 
     cfg = TrainConfig(variant=args.variant, width=args.width, anchor_base=args.anchor_base, steps=args.steps,
                       batch_size=args.batch_size, crop=args.crop, lr=args.lr, seed=args.seed,
@@ -192,13 +191,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from hts.data import load_labels_npz, load_npz, save_labels_npz
-    from hts.metrics import evaluate_dataset
+    from hts.training.data import load_labels_npz, load_npz, save_labels_npz
+    from hts.training.metrics import evaluate_dataset
 
     data = load_npz(args.data)
     if args.pred is None:
-        from hts.api import resolve_model
-        from hts.evaluate import predict_dataset
+        from hts.engine.pipeline import resolve_model
+        from hts.training.evaluate import predict_dataset
 
         model = resolve_model(args.model)
         labels, probs = predict_dataset(model, data.images, args.device, progress=not args.json, markers=args.markers,
@@ -223,7 +222,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _eval_diameters(spec: str, data) -> list[float | None]:
-    from hts.scale import estimate_diameter, median_diameter
+    from hts.engine.scale import estimate_diameter, median_diameter
 
     if spec == "gt":
         return [median_diameter(lb) for lb in data.labels]
@@ -239,9 +238,9 @@ def _eval_diameters(spec: str, data) -> list[float | None]:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from hts.api import check_min_size, segment
-    from hts.read import open_image
-    from hts.write import check_label_path, write_labels
+    from hts.api import segment
+    from hts.engine.pipeline import check_min_size
+    from hts.io.images import check_label_path, open_image, write_labels
 
     check_min_size(args.min_size, "--min-size")
     to_zarr = args.output.suffix.lower() == ".zarr"
@@ -258,18 +257,18 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from hts.demo import run_demo
+    from hts.synthetic.demo import run_demo
 
     return run_demo(args.out, workers=args.workers)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from hts.cluster import ClusterOptions, start_worker_server
+    from hts.screen.cluster import ClusterOptions, start_worker_server
 
     if args.cluster == "local":
         start_worker_server()  # the workers' imports run beside the driver's from here on
-    from hts.run import RunOptions, run
-    from hts.slurm import SlurmOptions
+    from hts.screen.run import RunOptions, run
+    from hts.screen.slurm import SlurmOptions
 
     channel = int(args.channel) if args.channel is not None and args.channel.isdigit() else args.channel
     opts = RunOptions(out=str(args.out) if args.out else None, channel=channel, z=args.z, diameter=args.diameter,
@@ -299,14 +298,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_counts(args: argparse.Namespace) -> int:
-    from hts.results import read_counts
+    from hts.io.results import read_counts
 
     sys.stdout.write(read_counts(args.path, fields=args.fields).to_csv(index=False))
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from hts.report import write_report
+    from hts.analysis.report import write_report
 
     print(write_report(args.path, args.out))
     return 0

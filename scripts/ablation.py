@@ -93,10 +93,10 @@ def main() -> None:
 
 def run_one(run: tuple[str, int], args: argparse.Namespace) -> tuple[dict, dict[str, dict]]:
     """Train one (variant, seed) and evaluate it: its training ``meta`` and the metrics of its Table 1 rows."""
-    from hts.checkpoint import load_model
-    from hts.data import open_dataset
-    from hts.evaluate import evaluate_model
-    from hts.train import TrainConfig, train
+    from hts.model.checkpoint import load_model
+    from hts.training.data import open_dataset
+    from hts.training.evaluate import evaluate_model
+    from hts.training.train import TrainConfig, train
 
     variant, seed = run
     t0 = time.perf_counter()

@@ -4,7 +4,7 @@
 A benchmark, not a test. In one run it writes a synthetic plate, then
 
 1. model only: every field's nucleus plane through the network (resampling
-   + tiled inference, ``hts.api.infer_image``) in this process, all cores
+   + tiled inference, ``hts.engine.pipeline.infer_image``) in this process, all cores
    to torch, planes already in memory;
 2. pipeline: ``hts run`` on the plate on a LocalCluster (read, inference,
    watershed, NGFF labels, tables), ``--overwrite`` so every field runs;
@@ -13,7 +13,7 @@ and prints fields/s and megapixels/s of each and their ratio (the pipeline's
 efficiency; target >= 0.8 on a 2-core machine). Both sides are timed warm,
 in one process: the model after a warm-up call, ``hts run`` after a warm-up
 run, whose worker fork server (torch and hts imported) the timed runs reuse,
-as repeated ``hts.run`` calls in a notebook do; each timed run still starts
+as repeated ``hts.screen.run`` calls in a notebook do; each timed run still starts
 and closes its own cluster and loads the model in its worker. A cold
 ``hts run`` from a shell adds interpreter start and imports (README).
 
@@ -47,12 +47,12 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, help="where to write the plate (default: a temporary folder)")
     args = ap.parse_args()
 
-    from hts.api import infer_image, resolve_model
-    from hts.cluster import ClusterOptions
-    from hts.run import RunOptions, run
-    from hts.synthetic_plate import PlateSpec, write_plate
-    from hts.tasks import Job, read_field
-    from hts.ngff import open_source
+    from hts.engine.pipeline import infer_image, resolve_model
+    from hts.io.ngff import open_source
+    from hts.screen.cluster import ClusterOptions
+    from hts.screen.run import RunOptions, run
+    from hts.screen.tasks import Job, read_field
+    from hts.synthetic.plate import PlateSpec, write_plate
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         plate = Path(tmp) / "bench.zarr"

@@ -21,14 +21,14 @@ import time
 import numpy as np
 import torch
 
-from hts.data import synthetic_dataset
-from hts.infer import resolve_device
+from hts.engine.infer import resolve_device
+from hts.engine.preprocess import normalize
+from hts.engine.watershed import instance_labels
 from hts.model import InstanceUNet, ModelConfig
 from hts.model.boxes import boxes_from_labels
-from hts.preprocess import normalize
-from hts.synthetic import SyntheticConfig, generate
-from hts.train import TrainConfig, make_batch, train_step
-from hts.watershed import instance_labels
+from hts.synthetic.nuclei import SyntheticConfig, generate
+from hts.training.data import synthetic_dataset
+from hts.training.train import TrainConfig, make_batch, train_step
 
 
 def timed(fn, repeats: int, sync) -> float:

@@ -20,10 +20,11 @@ import time
 import numpy as np
 import torch
 
-from hts.api import resolve_model, segment
-from hts.metrics import match_instances
+from hts.api import segment
+from hts.engine.pipeline import resolve_model
 from hts.model import InstanceUNet, ModelConfig
-from hts.synthetic import SyntheticConfig, generate
+from hts.synthetic.nuclei import SyntheticConfig, generate
+from hts.training.metrics import match_instances
 
 
 def matched_fraction(a: np.ndarray, b: np.ndarray, iou: float = 0.9) -> float:

@@ -71,7 +71,7 @@ for seed in $SEEDS; do
     [ -f "$WORK/iu16s$seed.pt" ] || continue
     $PY -c "
 import json, sys
-from hts.checkpoint import read_checkpoint
+from hts.model.checkpoint import read_checkpoint
 c = read_checkpoint(sys.argv[1]); json.dump({'step': c['step'], 'meta': c['meta']}, open(sys.argv[2], 'w'), default=float)
 " "$WORK/iu16s$seed.pt" "$WORK/logs/iu16s$seed.history.json"
     timeout 60 $PY scripts/tune_postprocess.py --model "$WORK/iu16s$seed.pt" --data "$VAL" \

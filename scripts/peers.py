@@ -5,7 +5,7 @@
         --unet runs/u16.best.pt [--model CKPT] [--diameter gt|auto] [--out docs/peers.json]
 
 (a) classical: percentile normalisation, Gaussian smoothing, Otsu threshold,
-    distance-transform peaks as markers, watershed (:mod:`hts.classical`);
+    distance-transform peaks as markers, watershed (:mod:`hts.engine.classical`);
 (b) the plain U-Net (no RPN, ``--unet``) with distance-transform markers;
 (c) the Instance-U-Net with RPN markers (``--model``, default: the shipped model).
 Prints a markdown table of AP@0.5, AP@0.75, DSB score, AJI, instance error,
@@ -22,11 +22,12 @@ import time
 
 import torch
 
-from hts.api import resolve_model, segment
-from hts.classical import classical_segment
-from hts.data import load_npz
-from hts.metrics import evaluate_dataset
-from hts.scale import median_diameter
+from hts.api import segment
+from hts.engine.classical import classical_segment
+from hts.engine.pipeline import resolve_model
+from hts.engine.scale import median_diameter
+from hts.training.data import load_npz
+from hts.training.metrics import evaluate_dataset
 
 COLUMNS = [("ap_50", "AP@0.5"), ("ap_75", "AP@0.75"), ("dsb_score", "DSB score"), ("aji", "AJI"),
            ("instance_error", "instance error"), ("count_rel_error", "count error"), ("s_per_mp", "s / MP")]

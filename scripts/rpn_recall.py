@@ -14,12 +14,12 @@ import argparse
 
 import numpy as np
 
-from hts.api import resolve_model
-from hts.data import load_npz
-from hts.infer import predict
-from hts.metrics import centroid_recall
-from hts.preprocess import normalize
-from hts.scale import estimate_diameter, median_diameter, scale_factor
+from hts.engine.infer import predict
+from hts.engine.pipeline import resolve_model
+from hts.engine.preprocess import normalize
+from hts.engine.scale import estimate_diameter, median_diameter, scale_factor
+from hts.training.data import load_npz
+from hts.training.metrics import centroid_recall
 
 
 def main() -> None:

@@ -3,10 +3,10 @@
 
     .venv/bin/python scripts/ship_model.py runs/iu16.best.pt --command "hts train ..."
 
-Writes ``hts/weights/default.pt`` (weights and configuration only: no
-optimiser state) and ``hts/weights/default.json`` (sha256, configuration,
+Writes ``hts/model/weights/default.pt`` (weights and configuration only: no
+optimiser state) and ``hts/model/weights/default.json`` (sha256, configuration,
 training data, steps, wall time, validation history, the exact command).
-The model card (``hts/weights/MODEL_CARD.md``) is written by hand from these
+The model card (``hts/model/weights/MODEL_CARD.md``) is written by hand from these
 numbers and the peers script.
 """
 
@@ -18,8 +18,8 @@ import platform
 
 import torch
 
-from hts.checkpoint import load_model, save_checkpoint, sha256sum
-from hts.pretrained import WEIGHTS_DIR, default_model_path
+from hts.model.checkpoint import load_model, save_checkpoint, sha256sum
+from hts.model.pretrained import WEIGHTS_DIR, default_model_path
 
 MAX_MB = 25
 

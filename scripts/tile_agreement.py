@@ -7,7 +7,7 @@
 On the 2048x2048 synthetic image of ``tests/test_tiled_engine.py`` (seed 21,
 nuclei of 20 px), the model runs once over the whole image and once per
 tiling layout ``OVERLAP:MARGIN`` (px in the network's frame; MARGIN is the
-tile edge left out of the blend, see :func:`hts.tile.blend_ramp`). Prints,
+tile edge left out of the blend, see :func:`hts.engine.tile.blend_ramp`). Prints,
 per layout, the fraction of the single pass's nuclei not touching the image
 border that the tiled result reproduces at IoU >= 0.9 (the engine promises
 >= 99% with the default layout) and the seconds the tiled pass took.
@@ -21,13 +21,13 @@ import time
 import numpy as np
 from skimage.segmentation import clear_border
 
-from hts.api import resolve_model
-from hts.infer import predict
-from hts.metrics import reproduced
-from hts.preprocess import normalize
-from hts.scale import scale_factor
-from hts.synthetic import SyntheticConfig, generate
-from hts.watershed import instance_labels
+from hts.engine.infer import predict
+from hts.engine.pipeline import resolve_model
+from hts.engine.preprocess import normalize
+from hts.engine.scale import scale_factor
+from hts.engine.watershed import instance_labels
+from hts.synthetic.nuclei import SyntheticConfig, generate
+from hts.training.metrics import reproduced
 
 
 def agreement(reference: np.ndarray, other: np.ndarray) -> tuple[float, int]:

@@ -16,14 +16,14 @@ from __future__ import annotations
 import argparse
 import itertools
 
-from hts.api import resolve_model
-from hts.data import load_npz
-from hts.infer import predict
-from hts.metrics import evaluate_dataset
+from hts.engine.infer import predict
+from hts.engine.pipeline import resolve_model
+from hts.engine.preprocess import normalize
+from hts.engine.scale import median_diameter, scale_factor
+from hts.engine.watershed import instance_labels, size_params
 from hts.model.rpn import ProposalParams
-from hts.preprocess import normalize
-from hts.scale import median_diameter, scale_factor
-from hts.watershed import instance_labels, size_params
+from hts.training.data import load_npz
+from hts.training.metrics import evaluate_dataset
 
 
 def main() -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hts.checkpoint import load_model, read_checkpoint, save_checkpoint, sha256sum
 from hts.errors import HtsError
 from hts.model import InstanceUNet, ModelConfig
+from hts.model.checkpoint import load_model, read_checkpoint, save_checkpoint, sha256sum
 
 
 def test_round_trip(tmp_path):
@@ -68,7 +68,7 @@ def test_checksum_mismatch(tmp_path):
 
 
 def test_inference_settings_travel_with_the_checkpoint(tmp_path):
-    from hts.infer import fg_threshold, proposal_params
+    from hts.engine.infer import fg_threshold, proposal_params
 
     model = InstanceUNet(ModelConfig(width=4))
     assert fg_threshold(model) == 0.5 and proposal_params(model).score_threshold == 0.5

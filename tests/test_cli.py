@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import tifffile
 
-from hts.checkpoint import save_checkpoint
-from hts.data import load_npz, save_labels_npz
 from hts.model import InstanceUNet, ModelConfig
-from hts.synthetic import SyntheticConfig, generate_dataset
+from hts.model.checkpoint import save_checkpoint
+from hts.synthetic.nuclei import SyntheticConfig, generate_dataset
+from hts.training.data import load_npz, save_labels_npz
 
 EVAL_KEYS = {"pixel_error", "mean_iu", "instance_error", "ap_50", "ap_75", "dsb_score", "f1_50", "aji", "pq", "count_rel_error"}
 
@@ -115,7 +115,7 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, data_npz, tiny_ckpt):
 def test_segment_without_default_model_says_so(tmp_path):
     np.save(tmp_path / "img.npy", np.zeros((32, 32), np.uint8))
     proc = hts("segment", tmp_path / "img.npy", tmp_path / "o.tif", check=False)
-    from hts.pretrained import default_model_path
+    from hts.model.pretrained import default_model_path
 
     if default_model_path().exists():
         assert proc.returncode == 0

@@ -1,4 +1,4 @@
-"""Per-nucleus measurements and per-well tables (hts.count)."""
+"""Per-nucleus measurements and per-well tables (hts.analysis.count)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from skimage.measure import regionprops_table
 
-from hts.count import NUCLEUS_COLUMNS, measure_nuclei, well_table
-from hts.synthetic import SyntheticConfig, generate
+from hts.analysis.count import NUCLEUS_COLUMNS, measure_nuclei, well_table
+from hts.synthetic.nuclei import SyntheticConfig, generate
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +61,8 @@ def test_well_table_weights_by_nuclei():
 
 def test_nuclei_table_streams_every_done_field_in_plate_order(tmp_path):
     """``nuclei.parquet`` holds each done field's rows once, in the order asked, empty fields included."""
-    from hts.ngff import FieldRef
-    from hts.results import Results
+    from hts.io.ngff import FieldRef
+    from hts.io.results import Results
 
     rng = np.random.default_rng(0)
     refs = [FieldRef(f"B/{c}/0", "B/" + str(c), "B", str(c), "0") for c in (3, 1, 2)]

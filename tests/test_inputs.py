@@ -6,12 +6,17 @@ import numpy as np
 import pytest
 
 import hts
-from hts.augment import AugmentParams, augment, warp_pair
+from hts.engine.preprocess import (
+    bright_outliers,
+    check_image,
+    intensity_range,
+    normalize,
+)
 from hts.errors import HtsError
 from hts.model import InstanceUNet, ModelConfig
 from hts.model.boxes import boxes_from_labels
-from hts.preprocess import bright_outliers, check_image, intensity_range, normalize
-from hts.synthetic import SyntheticConfig, generate
+from hts.synthetic.nuclei import SyntheticConfig, generate
+from hts.training.augment import AugmentParams, augment, warp_pair
 
 
 @pytest.mark.parametrize(
@@ -46,8 +51,8 @@ def test_segment_any_dtype_and_non_multiple_shape(dtype):
 
 
 def test_min_size_zero_keeps_every_object_and_bad_values_are_refused():
-    from hts.api import watershed_prediction
-    from hts.infer import Prediction
+    from hts.engine.infer import Prediction
+    from hts.engine.pipeline import watershed_prediction
 
     prob = np.zeros((64, 64), np.float32)
     yy, xx = np.mgrid[:64, :64]

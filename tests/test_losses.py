@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from hts.losses import VARIANTS, segmentation_loss, segmentation_target, soft_dice, weight_map, weighted_bce
+from hts.training.losses import (
+    VARIANTS,
+    segmentation_loss,
+    segmentation_target,
+    soft_dice,
+    weight_map,
+    weighted_bce,
+)
 
 
 def two_touching_squares() -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Hand-computed cases for hts.metrics (expected values derived in comments)."""
+"""Hand-computed cases for hts.training.metrics (expected values derived in comments)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from hts import metrics as M
 from hts.errors import HtsError
+from hts.training import metrics as M
 
 AP_KEYS = ["ap_50", "ap_55", "ap_60", "ap_65", "ap_70", "ap_75", "ap_80", "ap_85", "ap_90"]
 
@@ -375,7 +375,7 @@ def test_bad_input_raises():
 
 
 def test_centroid_recall_counts():
-    from hts.metrics import centroid_recall
+    from hts.training.metrics import centroid_recall
 
     gt = np.zeros((10, 10), np.int32)
     gt[0:4, 0:4] = 1

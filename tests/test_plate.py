@@ -20,9 +20,9 @@ import pandas as pd
 import pytest
 import zarr
 
-from hts.metrics import average_precision
-from hts.results import results_dir
-from hts.synthetic_plate import PlateSpec, read_truth, write_plate
+from hts.io.results import results_dir
+from hts.synthetic.plate import PlateSpec, read_truth, write_plate
+from hts.training.metrics import average_precision
 
 pytestmark = pytest.mark.slow
 SPEC = dict(rows=2, columns=2, fields=2, size=256)
@@ -188,7 +188,7 @@ def test_worker_killed_mid_run_does_not_change_the_output(done_plate, tmp_path):
 
 
 def test_two_runs_on_one_output_are_refused(done_plate, tmp_path):
-    from hts.results import Results
+    from hts.io.results import Results
 
     plate = _copy_plate(done_plate, tmp_path)
     holder = Results(results_dir(plate))

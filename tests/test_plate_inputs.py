@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import zarr
 
-from hts.results import results_dir
-from hts.synthetic_plate import PlateSpec, write_plate
+from hts.io.results import results_dir
+from hts.synthetic.plate import PlateSpec, write_plate
 
 pytestmark = pytest.mark.slow
 

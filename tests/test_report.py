@@ -24,11 +24,11 @@ import zarr
 from scipy import ndimage
 
 import hts
-from hts.ngff import downsample_to, image_info
-from hts.qc import edge_effect, flag_fields, flag_wells, robust_z
-from hts.report import _heatmap, plate_matrix, write_report
-from hts.results import results_dir
-from hts.synthetic_plate import PlateSpec, write_plate, write_slide
+from hts.analysis.qc import edge_effect, flag_fields, flag_wells, robust_z
+from hts.analysis.report import _heatmap, plate_matrix, write_report
+from hts.io.ngff import downsample_to, image_info
+from hts.io.results import results_dir
+from hts.synthetic.plate import PlateSpec, write_plate, write_slide
 
 EMPTY, SATURATED, BLURRED = "A/2/0", "B/1/1", "B/2/0"
 

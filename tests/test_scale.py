@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from skimage.draw import disk
 
+from hts.engine.infer import predict
+from hts.engine.scale import estimate_diameter, median_diameter, rescale, scale_factor
 from hts.errors import HtsError
-from hts.infer import predict
 from hts.model import InstanceUNet, ModelConfig
-from hts.scale import estimate_diameter, median_diameter, rescale, scale_factor
-from hts.synthetic import SyntheticConfig, generate
+from hts.synthetic.nuclei import SyntheticConfig, generate
 
 
 def test_median_diameter_of_discs():

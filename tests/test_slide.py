@@ -12,9 +12,9 @@ import zarr
 from skimage.segmentation import clear_border
 
 from hts.api import segment
-from hts.metrics import reproduced as matched
-from hts.results import results_dir
-from hts.synthetic_plate import read_truth, write_slide
+from hts.io.results import results_dir
+from hts.synthetic.plate import read_truth, write_slide
+from hts.training.metrics import reproduced as matched
 
 pytestmark = pytest.mark.slow
 SIZE, BLOCK = 1536, 512

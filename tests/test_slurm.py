@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from slurm import queued_jobs, sbatch, scancel_leftovers, wait_job
 
-from hts.results import results_dir
-from hts.synthetic_plate import PlateSpec, write_plate
-from slurm import queued_jobs, scancel_leftovers, sbatch, wait_job
+from hts.io.results import results_dir
+from hts.synthetic.plate import PlateSpec, write_plate
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import zarr
 
-from hts.blockwise import segment_blocks
-from hts.stitch import block_grid, keep_owned
-from hts.synthetic import SyntheticConfig, generate
-from hts.watershed import relabel
+from hts.engine.blocks import segment_blocks
+from hts.engine.stitch import block_grid, keep_owned
+from hts.engine.watershed import relabel
+from hts.synthetic.nuclei import SyntheticConfig, generate
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests for hts.synthetic: determinism, ground-truth cleanliness, realism checks."""
+"""Tests for hts.synthetic.nuclei: determinism, ground-truth cleanliness, realism checks."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from scipy import ndimage
 
 from hts.errors import HtsError
-from hts.synthetic import SyntheticConfig, generate, generate_dataset, true_count
+from hts.synthetic.nuclei import SyntheticConfig, generate, generate_dataset, true_count
 
 EIGHT = np.ones((3, 3), bool)
 

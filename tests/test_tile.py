@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hts.tile import blend_ramp, ownership_bounds, tile_grid, tile_starts
+
+from hts.engine.tile import blend_ramp, ownership_bounds, tile_grid, tile_starts
 
 
 @pytest.mark.parametrize("length", [448, 464, 704, 1008, 2048, 5008])

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from skimage.segmentation import clear_border
 
-from hts.infer import predict
-from hts.metrics import reproduced as matched  # at IoU >= 0.9
-from hts.preprocess import normalize
-from hts.pretrained import default_model
-from hts.scale import scale_factor
-from hts.synthetic import SyntheticConfig, generate
-from hts.tile import tile_grid
-from hts.watershed import instance_labels
+from hts.engine.infer import predict
+from hts.engine.preprocess import normalize
+from hts.engine.scale import scale_factor
+from hts.engine.tile import tile_grid
+from hts.engine.watershed import instance_labels
+from hts.model.pretrained import default_model
+from hts.synthetic.nuclei import SyntheticConfig, generate
+from hts.training.metrics import reproduced as matched  # at IoU >= 0.9
 
 pytestmark = pytest.mark.slow
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from hts.checkpoint import read_checkpoint
-from hts.data import Dataset
 from hts.errors import HtsError
-from hts.synthetic import SyntheticConfig, generate_dataset
-from hts.train import TrainConfig, make_batch, train
+from hts.model.checkpoint import read_checkpoint
+from hts.synthetic.nuclei import SyntheticConfig, generate_dataset
+from hts.training.data import Dataset
+from hts.training.train import TrainConfig, make_batch, train
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 from skimage.draw import disk
 
-from hts.watershed import centroid_markers, distance_markers, instance_labels, relabel, watershed_layer
+from hts.engine.watershed import (
+    centroid_markers,
+    distance_markers,
+    instance_labels,
+    relabel,
+    watershed_layer,
+)
 
 
 def touching_discs() -> tuple[np.ndarray, np.ndarray]:
@@ -66,7 +72,7 @@ def test_instance_labels_with_boxes_and_distance_markers():
 
 
 def test_small_slivers_merge_into_their_neighbour_and_isolated_noise_goes():
-    from hts.watershed import merge_small
+    from hts.engine.watershed import merge_small
 
     lab = np.zeros((12, 20), np.int64)
     lab[2:10, 2:10] = 1  # a nucleus
@@ -101,7 +107,7 @@ def test_noise_size_drops_isolated_objects_apart_from_sliver_merging():
 
 
 def test_size_params_relative_rules_with_an_absolute_noise_floor():
-    from hts.watershed import NOISE_MIN_PX, size_params
+    from hts.engine.watershed import NOISE_MIN_PX, size_params
 
     small, large = size_params(10.0), size_params(40.0)
     assert small["min_size"] == round(0.1 * np.pi * 100 / 4)  # 8 px slivers at 10 px nuclei
@@ -112,7 +118,7 @@ def test_size_params_relative_rules_with_an_absolute_noise_floor():
 
 
 def test_component_labels_keep_only_what_the_network_separated():
-    from hts.watershed import component_labels
+    from hts.engine.watershed import component_labels
 
     prob = np.zeros((20, 30))
     prob[2:10, 2:10] = prob[2:10, 11:19] = 0.9  # two squares a background line apart

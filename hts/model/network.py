@@ -30,7 +30,7 @@ class ModelConfig:
     0.5/1/2 the default 32 gives anchors of 16, 32 and 64 px, which brackets
     nuclei of 15-60 px diameter. ``diameter``: the canonical nucleus
     diameter (px) the model was trained at; inputs are resampled so their
-    nuclei have this size (see :mod:`hts.scale`); None: trained at the
+    nuclei have this size (see :mod:`hts.engine.scale`); None: trained at the
     data's native scale, inputs are used as they are.
     """
 

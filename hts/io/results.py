@@ -29,9 +29,9 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from hts.count import well_table
+from hts.analysis.count import well_table
 from hts.errors import HtsError
-from hts.ngff import FORMATS, FieldRef
+from hts.io.ngff import FORMATS, FieldRef
 
 FIELD_COLUMNS = ["well", "row", "column", "field", "path", "n_nuclei", "mean_area", "mean_intensity",
                  "saturated_fraction", "focus", "mean_plane_intensity"]

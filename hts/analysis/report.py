@@ -3,7 +3,7 @@
 Writes into ``<name>.hts/report/`` (or ``out_dir``): ``index.html``, the PNGs
 it shows (by relative path: the folder can be moved or zipped as a whole),
 ``report.json`` (the exact matrices drawn, for tests and scripts) and the QC
-tables ``qc_fields.csv`` and ``qc_wells.csv`` (:mod:`hts.qc`). Plates are
+tables ``qc_fields.csv`` and ``qc_wells.csv`` (:mod:`hts.analysis.qc`). Plates are
 drawn as the physical plate (rows x columns of the plate metadata: 96, 384 and
 1536 wells alike; absent wells blank); single images (whole slides) get a
 nucleus density map instead. Plots use matplotlib's Agg canvas (no display,
@@ -25,8 +25,8 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from hts.analysis.load import PlateResults, open_results
 from hts.errors import HtsError
-from hts.load import PlateResults, open_results
 
 GALLERY_SIZE = 6  # thumbnails: flagged fields first, then the lowest and highest counts
 THUMB_SIDE = 512  # px: thumbnails read the coarsest pyramid level still at least this large
@@ -191,7 +191,7 @@ SCRIPT = """window.addEventListener("load", function () {
 
 def write_report(path: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> Path:
     """Write the report of the run on ``path`` (output Zarr or ``.hts`` folder); returns ``index.html``."""
-    from hts.qc import EMPTY_FRACTION, EMPTY_MIN_NUCLEI
+    from hts.analysis.qc import EMPTY_FRACTION, EMPTY_MIN_NUCLEI
 
     res = open_results(path)
     out = Path(out_dir) if out_dir else res.folder / "report"

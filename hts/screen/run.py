@@ -5,7 +5,7 @@ dashboard's task stream reads like the plate: ``infer-B03-f2`` (read +
 network; asks for a ``GPU`` resource when workers declare one),
 ``watershed-B03-f2`` and ``write-B03-f2``. Fields are submitted in a bounded
 window (a few per worker thread), so neither the driver nor the workers ever
-hold the plate. A field is done when its marker exists (:mod:`hts.results`);
+hold the plate. A field is done when its marker exists (:mod:`hts.io.results`);
 reruns skip done fields, ``--overwrite`` recomputes all. Labels are
 deterministic, so a task recomputed after a worker died writes the same
 bytes.
@@ -25,12 +25,12 @@ from pathlib import Path
 import zarr
 from tqdm import tqdm
 
-from hts.api import check_min_size
-from hts.cluster import ClusterOptions, connect, inference_resources, windowed
+from hts.engine.pipeline import check_min_size
 from hts.errors import HtsError
-from hts.ngff import Source, open_output, open_source
-from hts.results import Results, results_dir
-from hts.tasks import Job, infer_field, read_field, watershed_field, write_field
+from hts.io.ngff import Source, open_output, open_source
+from hts.io.results import Results, results_dir
+from hts.screen.cluster import ClusterOptions, connect, inference_resources, windowed
+from hts.screen.tasks import Job, infer_field, read_field, watershed_field, write_field
 
 WINDOW_PER_THREAD = 2  # fields in flight per worker thread
 
@@ -84,9 +84,9 @@ def _versions() -> dict[str, str]:
 
 def _model_record(model: str | None) -> dict:
     """Load the model once in the driver: a bad checkpoint fails before any worker starts."""
-    from hts.api import resolve_model
-    from hts.checkpoint import sha256sum
-    from hts.pretrained import default_model_path
+    from hts.engine.pipeline import resolve_model
+    from hts.model.checkpoint import sha256sum
+    from hts.model.pretrained import default_model_path
 
     net = resolve_model(model)
     path = Path(model) if model else default_model_path()
@@ -98,7 +98,7 @@ def _check_first_field(job: Job) -> tuple[tuple[int, int], int]:
 
     Returns the (y, x) shape and the channel index.
     """
-    from hts.ngff import level_shapes, resolve_channel
+    from hts.io.ngff import level_shapes, resolve_channel
 
     info = job.image_info()
     channel = resolve_channel(info, job.channel, job.image_path)
@@ -135,7 +135,7 @@ def _same_settings(results: Results, earlier: dict, settings: dict, diameter: fl
 
 def _estimate_diameter(job: Job, shape: tuple[int, int], log) -> float | None:
     """One diameter per plate (magnification is fixed per plate), estimated on a central crop of the first field."""
-    from hts.scale import estimate_diameter
+    from hts.engine.scale import estimate_diameter
 
     y0, x0 = max((shape[0] - 2048) // 2, 0), max((shape[1] - 2048) // 2, 0)  # bounded for whole slides
     d = estimate_diameter(read_field(job, (slice(y0, y0 + 2048), slice(x0, x0 + 2048))))
@@ -247,7 +247,7 @@ def _compute_on(client, jobs: list[Job], opts: RunOptions, summary: RunSummary, 
     threads = getattr(client, "torch_threads", None) or (min(nthreads.values()) if nthreads else 1)
     jobs = [replace(job, threads=threads) for job in jobs]
     if len(jobs) == 1 and jobs[0].ref.well is None and _is_large(jobs[0], opts):
-        from hts.slide import run_slide
+        from hts.screen.slide import run_slide
 
         _record(summary, jobs[0], run_slide(client, jobs[0], opts.block, gpu, window, progress, log))
         return
@@ -271,7 +271,7 @@ def _compute_on(client, jobs: list[Job], opts: RunOptions, summary: RunSummary, 
 
 def _is_large(job: Job, opts: RunOptions) -> bool:
     """A single image bigger than one block goes block by block (whole-slide images)."""
-    from hts.ngff import level_shapes
+    from hts.io.ngff import level_shapes
 
     return max(level_shapes(job.image_info())[0]) > opts.block
 

@@ -1,6 +1,6 @@
 """Synthetic OME-Zarr plates and slides with known nuclei, for the demo, tests and benchmarks.
 
-A plate has two channels, ``DAPI`` (nuclei, from :mod:`hts.synthetic`) and
+A plate has two channels, ``DAPI`` (nuclei, from :mod:`hts.synthetic.nuclei`) and
 ``GFP`` (a smooth cytoplasm-like signal around them), axes ``c, y, x`` and two
 pyramid levels. Nucleus density differs from well to well so counts differ.
 The ground-truth labels are written beside each image as
@@ -15,12 +15,17 @@ from pathlib import Path
 
 import numpy as np
 import zarr
-from ome_zarr.writer import write_image, write_labels, write_plate_metadata, write_well_metadata
+from ome_zarr.writer import (
+    write_image,
+    write_labels,
+    write_plate_metadata,
+    write_well_metadata,
+)
 from scipy import ndimage
 
 from hts.errors import HtsError
-from hts.ngff import FORMATS, stamp_version
-from hts.synthetic import SyntheticConfig, generate
+from hts.io.ngff import FORMATS, stamp_version
+from hts.synthetic.nuclei import SyntheticConfig, generate
 
 TRUTH = "truth"
 WINDOW = {"start": 0, "end": 4000, "min": 0, "max": 65535}

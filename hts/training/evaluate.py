@@ -6,13 +6,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from hts.api import infer_image, segment_image
-from hts.data import Dataset
-from hts.infer import fg_threshold
-from hts.metrics import evaluate_dataset
+from hts.engine.infer import fg_threshold
+from hts.engine.pipeline import infer_image, segment_image
+from hts.engine.scale import median_diameter
+from hts.engine.watershed import component_labels, size_params
 from hts.model import InstanceUNet
-from hts.scale import median_diameter
-from hts.watershed import component_labels, size_params
+from hts.training.data import Dataset
+from hts.training.metrics import evaluate_dataset
 
 
 def predict_dataset(
@@ -53,7 +53,7 @@ def evaluate_model(
     progress: bool = False,
     markers: str = "auto",
 ) -> dict:
-    """All metrics of :func:`hts.metrics.evaluate_dataset`, ``rmse`` included.
+    """All metrics of :func:`hts.training.metrics.evaluate_dataset`, ``rmse`` included.
 
     Each image is resampled by its ground-truth median nucleus diameter (the
     setting of a screen whose magnification is known).

@@ -52,11 +52,11 @@ def resize_to(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 def estimate_diameter(image: np.ndarray) -> float | None:
     """Median nucleus diameter (px) of ``image`` estimated by the classical pipeline; None if it finds none.
 
-    Otsu foreground split at distance-transform peaks (:mod:`hts.classical`),
+    Otsu foreground split at distance-transform peaks (:mod:`hts.engine.classical`),
     after smoothing in proportion to the image so that texture does not split
     nuclei. A coarse estimate (about +-20%), enough to pick the resampling
     factor; pass ``diameter`` when the magnification is known.
     """
-    from hts.classical import classical_segment
+    from hts.engine.classical import classical_segment
 
     return median_diameter(classical_segment(image, sigma=2.0, min_distance=4, min_size=16))

@@ -6,9 +6,9 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-from hts.checkpoint import load_model
 from hts.errors import HtsError
 from hts.model import InstanceUNet
+from hts.model.checkpoint import load_model
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_NAME = "default"

@@ -10,8 +10,8 @@ import numpy as np
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
-from hts.preprocess import check_image, normalize
-from hts.watershed import distance_markers, watershed_layer
+from hts.engine.preprocess import check_image, normalize
+from hts.engine.watershed import distance_markers, watershed_layer
 
 
 def classical_segment(image: np.ndarray, sigma: float = 1.0, min_distance: int = 5, min_size: int = 10) -> np.ndarray:

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from hts.analysis.qc import QC, run_qc
 from hts.errors import HtsError
-from hts.qc import QC, run_qc
-from hts.results import results_dir
+from hts.io.results import results_dir
 
 TEXT_COLUMNS = {"well": str, "row": str, "column": str, "field": str, "path": str}
 
@@ -75,7 +75,7 @@ class PlateResults:
     """The results of one ``hts run`` (plate or single image); see the module docstring for an example.
 
     ``fields`` and ``wells`` carry the QC columns ``z`` and ``flags``
-    (:mod:`hts.qc`); ``qc.edge`` holds the plate edge effect. ``image`` and
+    (:mod:`hts.analysis.qc`); ``qc.edge`` holds the plate edge effect. ``image`` and
     ``labels`` return lazy ``xarray.DataArray`` (dims ``y, x``, dask-backed).
     """
 
@@ -110,7 +110,7 @@ class PlateResults:
         if self.kind != "plate":
             return [], []
         if self.zarr is not None:
-            from hts.ngff import open_source
+            from hts.io.ngff import open_source
 
             try:
                 plate = open_source(self.zarr).plate or {}
@@ -146,7 +146,7 @@ class PlateResults:
         import dask.array as da
         import xarray as xr
 
-        from hts.ngff import image_info, resolve_channel
+        from hts.io.ngff import image_info, resolve_channel
 
         path = self.field_path(well, field)
         group = self._group(path)
@@ -175,7 +175,7 @@ class PlateResults:
         import dask.array as da
         import xarray as xr
 
-        from hts.ngff import LABEL_NAME, image_info
+        from hts.io.ngff import LABEL_NAME, image_info
 
         path = self.field_path(well, field)
         where = f"{path}/labels/{LABEL_NAME}".lstrip("/")
@@ -190,7 +190,7 @@ class PlateResults:
         (0: full resolution) — for thumbnails."""
         import numpy as np
 
-        from hts.ngff import image_info, level_shapes
+        from hts.io.ngff import image_info, level_shapes
 
         path = self.field_path(well, field)
         info = image_info(self._group(path), path)
@@ -203,7 +203,7 @@ class PlateResults:
         img = self.image(well, field, level).values
         lab = self.labels(well, field, lab_level).values
         if lab.shape != img.shape:
-            from hts.ngff import downsample_to
+            from hts.io.ngff import downsample_to
 
             lab = downsample_to(lab, img.shape)
         return np.asarray(img), np.asarray(lab)

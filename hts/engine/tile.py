@@ -1,6 +1,6 @@
 """Tiling geometry: overlapping 448x448 tiles, blending weights and tile ownership.
 
-Pure numpy, no model: :func:`hts.infer.predict` runs the network on the
+Pure numpy, no model: :func:`hts.engine.infer.predict` runs the network on the
 tiles described here. Lengths are in pixels of the network's input frame
 (after resampling to the canonical nucleus diameter).
 """

@@ -1,6 +1,6 @@
 """Segmenting images too large for memory: blocks with a halo, stitched labels, Zarr output.
 
-Two passes over the block grid of :mod:`hts.stitch`, memory bounded by a
+Two passes over the block grid of :mod:`hts.engine.stitch`, memory bounded by a
 few blocks whatever the image size:
 
 1. each block plus its halo is read, segmented (tiled inference + watershed
@@ -27,9 +27,9 @@ import numpy as np
 import zarr
 from tqdm import tqdm
 
+from hts.engine.preprocess import as_numpy
+from hts.engine.stitch import assemble, block_grid, keep_owned, neighbours
 from hts.errors import HtsError
-from hts.preprocess import as_numpy
-from hts.stitch import assemble, block_grid, keep_owned, neighbours
 
 BLOCK = 2048  # px per block side (input frame)
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hts.cluster import ClusterOptions
-from hts.run import RunOptions, run
-from hts.synthetic_plate import PlateSpec, write_plate
+from hts.screen.cluster import ClusterOptions
+from hts.screen.run import RunOptions, run
+from hts.synthetic.plate import PlateSpec, write_plate
 
 
 def run_demo(out: Path, spec: PlateSpec = PlateSpec(), workers: int | None = None, progress: bool = True) -> int:

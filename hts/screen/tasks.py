@@ -3,7 +3,7 @@
 Each function takes and returns small, picklable values (numpy arrays and
 dataclasses); the model is loaded once per worker process and kept
 (:func:`worker_model`). Writing a field is idempotent and committed by a done
-marker written last (:mod:`hts.results`), so a task re-run after a worker died
+marker written last (:mod:`hts.io.results`), so a task re-run after a worker died
 rewrites the same bytes.
 """
 
@@ -18,14 +18,21 @@ import numpy as np
 import torch
 import zarr
 
-from hts.api import infer_image, resolve_model, watershed_prediction
-from hts.count import field_quality, measure_nuclei
+from hts.analysis.count import field_quality, measure_nuclei
+from hts.engine.infer import Prediction
+from hts.engine.pipeline import infer_image, resolve_model, watershed_prediction
+from hts.engine.preprocess import check_image
 from hts.errors import HtsError
-from hts.infer import Prediction
+from hts.io.ngff import (
+    FieldRef,
+    image_info,
+    read_plane,
+    resolve_channel,
+    write_labels,
+    write_pyramid,
+)
+from hts.io.results import Results
 from hts.model import InstanceUNet
-from hts.ngff import FieldRef, image_info, read_plane, resolve_channel, write_labels, write_pyramid
-from hts.preprocess import check_image
-from hts.results import Results
 
 
 @dataclass(frozen=True)
@@ -45,7 +52,7 @@ class Job:
     device: str | None
     batch_size: int
     threads: int  # torch threads per task
-    min_size: int | None = None  # px; None: by the diameter (``hts.watershed.size_params``)
+    min_size: int | None = None  # px; None: by the diameter (``hts.engine.watershed.size_params``)
 
     @property
     def image_path(self) -> str:
@@ -53,7 +60,7 @@ class Job:
         return f"{self.source}/{self.ref.path}" if self.ref.path else self.source
 
     def image_info(self):
-        """The input image's ``multiscales`` (:class:`hts.ngff.ImageInfo`)."""
+        """The input image's ``multiscales`` (:class:`hts.io.ngff.ImageInfo`)."""
         return image_info(zarr.open_group(self.image_path, mode="r"), self.image_path)
 
 

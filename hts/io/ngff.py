@@ -111,8 +111,10 @@ def _first_error(exc: Exception) -> str:
 def open_source(path: str | os.PathLike) -> Source:
     """Open an OME-Zarr plate (plate -> row -> column -> field) or single multiscale image."""
     from ome_zarr_models import open_ome_zarr
-    from ome_zarr_models.v04 import HCS as HCS04, Image as Image04
-    from ome_zarr_models.v05 import HCS as HCS05, Image as Image05
+    from ome_zarr_models.v04 import HCS as HCS04
+    from ome_zarr_models.v04 import Image as Image04
+    from ome_zarr_models.v05 import HCS as HCS05
+    from ome_zarr_models.v05 import Image as Image05
 
     root = _open_group(path)
     attrs = _ome(root)

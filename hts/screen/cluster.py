@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
 
 import dask
-from dataclasses import dataclass, replace
-from collections.abc import Iterator
 
 from hts.errors import HtsError
 
@@ -20,7 +20,7 @@ class ClusterOptions:
     workers: int | None = None  # local: worker processes (default 1); slurm: maximum jobs
     threads_per_worker: int | None = None  # local default: cores / workers
     dashboard: str = "127.0.0.1:8787"  # local scheduler's dashboard; a busy port falls back to a free one
-    slurm: object | None = None  # hts.slurm.SlurmOptions for --cluster slurm (None: its defaults)
+    slurm: object | None = None  # hts.screen.slurm.SlurmOptions for --cluster slurm (None: its defaults)
 
 
 def local_layout(workers: int | None, threads: int | None) -> tuple[int, int, int]:
@@ -65,7 +65,7 @@ def worker_environment() -> dict:
     return {"distributed.nanny.pre-spawn-environ": env}
 
 
-WORKER_MODULES = ["distributed", "hts.tasks"]  # what a local worker imports before its first task
+WORKER_MODULES = ["distributed", "hts.screen.tasks"]  # what a local worker imports before its first task
 
 
 def start_worker_server() -> None:
@@ -122,7 +122,7 @@ def connect(opts: ClusterOptions, log=print, shared_dir: str | os.PathLike = "."
         client.torch_threads = torch_threads
         log(f"LocalCluster: {n} worker process(es) x {threads} thread(s), {torch_threads} torch thread(s) each")
     elif opts.cluster == "slurm":
-        from hts.slurm import SlurmOptions, slurm_cluster
+        from hts.screen.slurm import SlurmOptions, slurm_cluster
 
         so = opts.slurm or SlurmOptions()
         if opts.workers:

@@ -17,6 +17,7 @@ import numpy as np
 
 from hts.errors import HtsError
 
+
 @dataclass
 class Dataset:
     """Images and instance labels of equal shapes (lists, one entry per sample)."""
@@ -93,8 +94,8 @@ def save_labels_npz(path: str | os.PathLike, labels: list[np.ndarray], ids: list
 
 
 def synthetic_dataset(n: int, seed: int, shape: tuple[int, int] = (256, 256)) -> Dataset:
-    """``n`` generated images with exact labels (see :mod:`hts.synthetic`)."""
-    from hts.synthetic import SyntheticConfig, generate_dataset
+    """``n`` generated images with exact labels (see :mod:`hts.synthetic.nuclei`)."""
+    from hts.synthetic.nuclei import SyntheticConfig, generate_dataset
 
     images, labels = generate_dataset(n, SyntheticConfig(shape=shape), seed=seed)
     return Dataset(images, labels, [f"synthetic-{seed}-{i}" for i in range(n)], f"synthetic(seed={seed})")

@@ -1,7 +1,7 @@
 """Whole-slide images on Dask: blocks with a halo, stitched so that every nucleus has one label in the image.
 
-The same two passes as :mod:`hts.blockwise`, as Dask tasks over the block
-grid of :mod:`hts.stitch`:
+The same two passes as :mod:`hts.engine.blocks`, as Dask tasks over the block
+grid of :mod:`hts.engine.stitch`:
 
 1. ``infer-bIII_JJJ`` / ``watershed-...`` / ``store-...``: each block plus its
    halo is segmented and reduced to the nuclei it owns (centroid in its
@@ -28,15 +28,29 @@ import pandas as pd
 import zarr
 from tqdm import tqdm
 
-from hts.api import HALO_NETWORK_PX, infer_image, watershed_prediction
-from hts.cluster import windowed
-from hts.count import measure_nuclei
+from hts.analysis.count import measure_nuclei
+from hts.engine.pipeline import HALO_NETWORK_PX, infer_image, watershed_prediction
+from hts.engine.preprocess import check_image
+from hts.engine.stitch import (
+    Block,
+    aligned_blocks,
+    assemble,
+    block_grid,
+    keep_owned,
+    neighbours,
+)
 from hts.errors import HtsError
-from hts.ngff import begin_labels, create_levels, finish_labels, image_info, level_shapes, write_multiscales
-from hts.preprocess import check_image
-from hts.results import Results
-from hts.stitch import Block, aligned_blocks, assemble, block_grid, keep_owned, neighbours
-from hts.tasks import Job, read_field, worker_device, worker_model
+from hts.io.ngff import (
+    begin_labels,
+    create_levels,
+    finish_labels,
+    image_info,
+    level_shapes,
+    write_multiscales,
+)
+from hts.io.results import Results
+from hts.screen.cluster import windowed
+from hts.screen.tasks import Job, read_field, worker_device, worker_model
 
 
 @dataclass(frozen=True)
@@ -119,7 +133,7 @@ def _grid(shape: tuple[int, int], step: tuple[int, int]):
 
 def run_slide(client, job: Job, block: int, gpu: dict | None, window: int, progress: bool, log) -> dict:
     """Segment one large image block by block on the cluster; returns the field's done summary."""
-    from hts.preprocess import intensity_range
+    from hts.engine.preprocess import intensity_range
 
     src = zarr.open_group(job.source, mode="r")
     info = image_info(src, job.source)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
-from skimage.segmentation import watershed
 from skimage.feature import peak_local_max
+from skimage.segmentation import watershed
 
 from hts.errors import HtsError
 

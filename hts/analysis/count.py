@@ -57,7 +57,7 @@ def measure_nuclei(labels: np.ndarray, image: np.ndarray) -> pd.DataFrame:
 
 
 def field_quality(plane: np.ndarray) -> dict[str, float]:
-    """Per-field image statistics for quality control (see :mod:`hts.qc`).
+    """Per-field image statistics for quality control (see :mod:`hts.analysis.qc`).
 
     ``saturated_fraction``: fraction of pixels at the dtype's maximum (integer
     images; 0 for float). ``focus``: variance of the Laplacian of the plane

@@ -21,18 +21,23 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from hts.augment import AugmentParams, augment
-from hts.checkpoint import read_checkpoint, save_checkpoint
-from hts.data import Dataset
+from hts.engine.infer import resolve_device
+from hts.engine.preprocess import normalize
+from hts.engine.scale import median_diameter, scale_factor
 from hts.errors import HtsError
-from hts.evaluate import evaluate_model
-from hts.infer import resolve_device
-from hts.losses import VARIANTS, segmentation_loss, segmentation_target, weight_map
 from hts.model import InstanceUNet, ModelConfig
 from hts.model.boxes import boxes_from_labels
+from hts.model.checkpoint import read_checkpoint, save_checkpoint
 from hts.model.rpn import rpn_loss
-from hts.preprocess import normalize
-from hts.scale import median_diameter, scale_factor
+from hts.training.augment import AugmentParams, augment
+from hts.training.data import Dataset
+from hts.training.evaluate import evaluate_model
+from hts.training.losses import (
+    VARIANTS,
+    segmentation_loss,
+    segmentation_target,
+    weight_map,
+)
 
 
 @dataclass(frozen=True)

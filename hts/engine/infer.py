@@ -1,6 +1,6 @@
 """Inference: a normalised image of any size through the model in overlapping tiles.
 
-Tiles (:mod:`hts.tile`) go through the network in batches; foreground
+Tiles (:mod:`hts.engine.tile`) go through the network in batches; foreground
 probabilities are blended with linear ramps over the overlaps into one
 seamless map; the RPN proposals of all tiles are merged by ownership (a tile
 keeps the boxes whose centroid lies in its core) followed by NMS across
@@ -19,12 +19,12 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from tqdm import tqdm
 
+from hts.engine.scale import rescale, resize_to
+from hts.engine.tile import EDGE_MARGIN, OVERLAP, TILE, blend_ramp, tile_grid
 from hts.errors import HtsError
 from hts.model import InstanceUNet
 from hts.model.boxes import nms
 from hts.model.rpn import ProposalParams, proposals
-from hts.scale import rescale, resize_to
-from hts.tile import EDGE_MARGIN, OVERLAP, TILE, blend_ramp, tile_grid
 
 
 @dataclass
@@ -155,12 +155,12 @@ def predict(
     progress: bool = False,
     margin: int = EDGE_MARGIN,
 ) -> Prediction:
-    """Run ``model`` on one normalised ``(H, W)`` float image (see :func:`hts.preprocess.normalize`).
+    """Run ``model`` on one normalised ``(H, W)`` float image (see :func:`hts.engine.preprocess.normalize`).
 
     ``scale`` resamples the image before the network (see
-    :func:`hts.scale.scale_factor`); probabilities and boxes come back in the
+    :func:`hts.engine.scale.scale_factor`); probabilities and boxes come back in the
     input's pixel frame. ``tile``/``overlap``/``margin`` (px, network frame;
-    see :func:`hts.tile.blend_ramp`) and ``batch_size`` (tiles per forward
+    see :func:`hts.engine.tile.blend_ramp`) and ``batch_size`` (tiles per forward
     pass) set the tiling; a ``tile`` at least as large as the image gives a
     single pass.
     """

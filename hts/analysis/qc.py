@@ -1,10 +1,10 @@
 """Quality control of a run's count tables: robust z-scores, field and well flags, plate edge effect.
 
-Plain functions on the pandas tables of :mod:`hts.results`; each returns new
+Plain functions on the pandas tables of :mod:`hts.io.results`; each returns new
 DataFrames with a ``flags`` column (flag names joined by ``;``, ``""`` when
 none) and a ``z`` column. Thresholds are module constants (and parameters):
 
-Field flags (the statistics come from :func:`hts.count.field_quality`):
+Field flags (the statistics come from :func:`hts.analysis.count.field_quality`):
 
 - ``empty``: ``n_nuclei < max(EMPTY_MIN_NUCLEI, EMPTY_FRACTION x the plate's
   median field count)``: an empty or near-empty field (nothing plated, a

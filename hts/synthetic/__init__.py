@@ -1,0 +1,1 @@
+"""Synthetic data with known truth: nucleus images, OME-Zarr plates, and ``hts demo``."""

@@ -1,0 +1,1 @@
+"""Training and evaluation: annotated data sets, augmentation, losses, the training loop, metrics."""
