@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
 from hts.engine.infer import predict
 from hts.engine.pipeline import resolve_model
 from hts.engine.preprocess import normalize
 from hts.engine.scale import estimate_diameter, median_diameter, scale_factor
+from hts.model.boxes import box_centroids
 from hts.training.data import load_npz
 from hts.training.metrics import centroid_recall
 
@@ -34,7 +33,7 @@ def main() -> None:
         d = median_diameter(labels) if args.diameter == "gt" else estimate_diameter(image)
         pred = predict(model, normalize(image), scale=scale_factor(model.config.diameter, d))
         b = pred.boxes
-        counts = centroid_recall(labels, np.stack(((b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2), 1))
+        counts = centroid_recall(labels, box_centroids(b))
         for k, v in counts.items():
             total[k] += v
         total["markers"] += len(b)

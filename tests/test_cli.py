@@ -154,3 +154,126 @@ def test_segment_zarr_in_zarr_out(tiny_ckpt, tmp_path):
     out = zarr.open_array(str(tmp_path / "out.zarr"), mode="r")
     assert out.shape == (96, 80) and out.dtype == np.uint32
     assert f"{out.attrs['n_nuclei']} nuclei" in proc.stdout
+
+
+# The options and their dataclasses: one default, in the dataclass; every field reachable from the command line.
+
+FULL_RUN = ["run", "p.zarr", "--channel", "1", "--z", "2", "--out", "o.zarr/", "--cluster", "slurm", "--workers", "3",
+            "--threads-per-worker", "2", "--batch-size", "8", "--diameter", "20", "--min-size", "5", "--model", "m.pt",
+            "--device", "cuda", "--block", "2048", "--dashboard", ":0", "--jobqueue", "j.yaml", "--partition", "gpu",
+            "--account", "acc", "--walltime", "01:00:00", "--memory", "32GB", "--cores", "8", "--gpus", "2",
+            "--min-jobs", "1", "--max-jobs", "6", "--interface", "ib0", "--lifetime", "55m", "--lifetime-stagger", "2m",
+            "--tls", "--job-prologue", "source a", "--job-prologue", "b", "--overwrite"]
+
+
+def parse(*argv: str):
+    from hts.cli import build_parser
+
+    return build_parser().parse_args(list(argv))
+
+
+def subparser(name: str):
+    from hts.cli import build_parser
+
+    parser = build_parser()
+    return next(a for a in parser._actions if a.dest == "command").choices[name]
+
+
+def test_run_defaults_are_the_dataclasses():
+    from hts.cli_args import run_options
+    from hts.screen.cluster import ClusterOptions
+    from hts.screen.run import RunOptions
+    from hts.screen.slurm import SlurmOptions
+
+    assert run_options(parse("run", "p.zarr")) == RunOptions(cluster=ClusterOptions(slurm=SlurmOptions()))
+    assert run_options(parse("run", "p.zarr", "--diameter", "auto", "--resume")).diameter is None
+
+
+def test_every_run_option_reaches_its_field():
+    from hts.cli_args import run_options
+    from hts.screen.cluster import ClusterOptions
+    from hts.screen.run import RunOptions
+    from hts.screen.slurm import SlurmOptions
+
+    slurm = SlurmOptions(jobqueue="j.yaml", partition="gpu", account="acc", walltime="01:00:00", memory="32GB",
+                         cores=8, gpus=2, min_jobs=1, max_jobs=6, interface="ib0", lifetime="55m",
+                         lifetime_stagger="2m", tls=True, prologue=["source a", "b"])
+    cluster = ClusterOptions(cluster="slurm", workers=3, threads_per_worker=2, dashboard=":0", slurm=slurm)
+    assert run_options(parse(*FULL_RUN)) == RunOptions(
+        out="o.zarr", channel=1, z=2, diameter=20.0, model="m.pt", device="cuda", batch_size=8, overwrite=True,
+        block=2048, min_size=5, cluster=cluster)
+    assert run_options(parse("run", "p.zarr", "--channel", "DAPI")).channel == "DAPI"
+
+
+def test_run_help_shows_the_dataclass_defaults():
+    from hts.cli_args import Default
+    from hts.screen.cluster import ClusterOptions
+    from hts.screen.run import RunOptions
+    from hts.screen.slurm import SlurmOptions
+
+    owners = {"RunOptions": RunOptions, "ClusterOptions": ClusterOptions, "SlurmOptions": SlurmOptions}
+    run = subparser("run")
+    shown = [a for a in run._actions if isinstance(a.default, Default)]
+    assert {a.dest for a in shown} >= {"batch_size", "block", "cluster", "dashboard", "gpus", "min_jobs", "max_jobs"}
+    help_text = " ".join(run.format_help().split())
+    for action in shown:
+        value = getattr(owners[action.default.owner.rpartition(":")[2]], action.dest)
+        assert action.default.value() == value
+        assert f"{action.option_strings[0]} {action.metavar or action.dest.upper()} " in help_text
+        assert f"(default {value})" in help_text, action.dest
+    assert f"(default {RunOptions.block})" in help_text and f"(default {RunOptions.batch_size})" in help_text
+
+
+def test_train_defaults_and_the_old_diameter_name():
+    from hts.cli_args import train_config
+    from hts.training.train import TrainConfig
+
+    base = ("train", "--data", "d.npz", "--out", "m.pt")
+    assert train_config(parse(*base)) == TrainConfig()
+    assert train_config(parse(*base, "--canonical-diameter", "24")).diameter == 24.0
+    assert train_config(parse(*base, "--canonical-diameter", "0")).diameter is None
+    assert train_config(parse(*base, "--diameter", "20")).diameter == 20.0  # the former name still works
+    assert train_config(parse(*base, "--diameter", "0")).diameter is None
+    full = parse(*base, "--variant", "U-BCE", "--width", "4", "--anchor-base", "24", "--steps", "10", "--batch-size",
+                 "2", "--crop", "64", "--lr", "0.001", "--seed", "3", "--decay-from", "5", "--val-every", "2",
+                 "--no-augment")
+    assert train_config(full) == TrainConfig(variant="U-BCE", width=4, anchor_base=24.0, steps=10, batch_size=2,
+                                             crop=64, lr=0.001, seed=3, val_every=2, augment=False, decay_from=5)
+    help_text = " ".join(subparser("train").format_help().split())
+    assert "--canonical-diameter" in help_text and "--diameter" not in help_text.replace("--canonical-diameter", "")
+    assert f"default {TrainConfig.width} for CPU" in help_text and f"(default {TrainConfig.diameter})" in help_text
+
+
+def test_train_with_the_old_diameter_name_prints_nothing_extra(data_npz, tmp_path):
+    out = tmp_path / "m.pt"
+    args = ["train", "--data", data_npz, "--width", "4", "--steps", "1", "--batch-size", "1", "--crop", "32",
+            "--val-every", "1"]
+    old = hts(*args, "--out", out, "--diameter", "20")
+    new = hts(*args, "--out", tmp_path / "n.pt", "--canonical-diameter", "20")
+    assert old.stdout.replace(str(out), "OUT") == new.stdout.replace(str(tmp_path / "n.pt"), "OUT")
+    assert "deprecat" not in old.stderr.lower() and "warn" not in old.stderr.lower()
+    from hts.model.checkpoint import read_checkpoint
+
+    assert read_checkpoint(out)["config"]["diameter"] == 20.0
+
+
+@pytest.mark.parametrize("text, run, evaluated", [("auto", None, None), ("18.5", 18.5, 18.5), ("gt", "error", "gt"),
+                                                  ("0", "error", "error"), ("-3", "error", "error"),
+                                                  ("nan", "error", "error"), ("inf", "error", "error"),
+                                                  ("big", "error", "error")])
+def test_diameter_is_the_images_nucleus_diameter(text, run, evaluated, capsys):
+    for argv, want in ((["run", "p.zarr"], run), (["segment", "a.tif", "b.tif"], run),
+                       (["eval", "--data", "d.npz"], evaluated)):
+        if want == "error":
+            with pytest.raises(SystemExit) as exc:
+                parse(*argv, "--diameter", text)
+            assert exc.value.code == 2 and "argument --diameter" in capsys.readouterr().err
+        else:
+            assert parse(*argv, "--diameter", text).diameter == want
+    assert parse("eval", "--data", "d.npz").diameter == "gt" and parse("segment", "a", "b").diameter is None
+
+
+def test_commands_do_not_import_the_run_machinery():
+    code = ("import sys; from hts.cli import build_parser; build_parser().parse_args(['run', 'p.zarr']); "
+            "print(sorted(m for m in ('hts.screen.run', 'hts.screen.cluster', 'hts.training.train') if m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"

@@ -71,6 +71,20 @@ def test_blocks_agree_with_a_single_pass(slide):
     assert matched(single, blocked, on_seam, 0.5).mean() >= matched(inner, blocked, ids, 0.5).mean() - 0.03
 
 
+def test_pyramid_regions_tile_the_downsampled_level(tmp_path):
+    from hts.io.ngff import downsample_to
+    from hts.screen.slide import pyramid_region
+
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 1000, (301, 457), dtype=np.uint32)
+    root = zarr.open_group(str(tmp_path / "out.zarr"), mode="w")
+    root.create_array("labels/nuclei/0", data=base, chunks=(64, 64))
+    root.create_array("labels/nuclei/1", shape=(150, 228), dtype=np.uint32, chunks=(64, 64), fill_value=0)
+    for rows, cols in [((0, 64), (0, 100)), ((0, 64), (100, 228)), ((64, 150), (0, 228))]:
+        pyramid_region(str(tmp_path / "out.zarr"), "", 1, rows, cols, ("labels/nuclei",))
+    assert (np.asarray(root["labels/nuclei/1"]) == downsample_to(base, (150, 228))).all()
+
+
 def test_slide_labels_are_unique_counted_and_valid_ngff(slide):
     from ome_zarr_models import open_ome_zarr
 

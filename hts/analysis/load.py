@@ -29,9 +29,25 @@ TEXT_COLUMNS = {"well": str, "row": str, "column": str, "field": str, "path": st
 
 
 def locate(path: str | os.PathLike) -> tuple[Path, Path | None]:
-    """``(results folder, output Zarr root or None)`` of a run's output Zarr or its ``.hts`` folder.
+    """The results folder and output Zarr of a run, from either of them.
 
-    Raises HtsError naming ``path`` when it holds no finished run.
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A run's output Zarr or its ``.hts`` results folder.
+
+    Returns
+    -------
+    folder : pathlib.Path
+        The results folder.
+    zarr_root : pathlib.Path or None
+        The output Zarr root; None when it is not found beside the folder
+        (nor at the record's ``output``).
+
+    Raises
+    ------
+    HtsError
+        ``path`` does not exist or holds no finished run (naming it).
     """
     p = Path(path)
     if not p.exists():
@@ -57,7 +73,21 @@ def _table(folder: Path, name: str) -> Path | None:
 
 
 def read_table(folder: Path, name: str) -> pd.DataFrame:
-    """``fields``, ``wells`` or ``nuclei`` of a results folder (Parquet if present, else CSV)."""
+    """A table of a results folder (Parquet if present, else CSV).
+
+    Parameters
+    ----------
+    folder : pathlib.Path
+        The results folder.
+    name : str
+        ``"fields"``, ``"wells"`` or ``"nuclei"``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The table, with the :data:`TEXT_COLUMNS` as strings (missing values
+        as ``""``); empty when the table does not exist.
+    """
     path = _table(folder, name)
     if path is None:
         return pd.DataFrame()
@@ -77,6 +107,11 @@ class PlateResults:
     ``fields`` and ``wells`` carry the QC columns ``z`` and ``flags``
     (:mod:`hts.analysis.qc`); ``qc.edge`` holds the plate edge effect. ``image`` and
     ``labels`` return lazy ``xarray.DataArray`` (dims ``y, x``, dask-backed).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A run's output Zarr or its ``.hts`` results folder (:func:`locate`).
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -123,7 +158,25 @@ class PlateResults:
         return rows, cols
 
     def field_path(self, well: str | None = None, field: str | int | None = None) -> str:
-        """The image group path inside the Zarr (``"B/3/0"``; ``""`` for a single image)."""
+        """The image group path of a field inside the Zarr.
+
+        Parameters
+        ----------
+        well : str, optional
+            The well's path (``"B/3"``); None for a single image.
+        field : str or int, optional
+            The field's path in the well; None: the first field of the well.
+
+        Returns
+        -------
+        str
+            E.g. ``"B/3/0"``; ``""`` for a single image.
+
+        Raises
+        ------
+        HtsError
+            No such field among the run's fields.
+        """
         if well is None or self.kind != "plate":
             return ""
         f = self.fields
@@ -141,37 +194,57 @@ class PlateResults:
         return zarr.open_group(str(self.zarr / path) if path else str(self.zarr), mode="r")
 
     def image(self, well: str | None = None, field: str | int | None = 0, level: int = 0):
-        """The nucleus plane of a field (``well=None`` for a single image) as a lazy ``(y, x)`` DataArray: the
-        run's channel, ``t = 0``, its z plane or the maximum projection over z (as segmented)."""
+        """The nucleus plane of a field as a lazy ``(y, x)`` DataArray, as segmented.
+
+        The run's channel, ``t = 0``, its z plane or the maximum projection
+        over z (:func:`hts.io.ngff.select_plane`).
+
+        Parameters
+        ----------
+        well : str, optional
+            The well's path (``"B/3"``); None for a single image.
+        field : str or int, optional
+            The field's path in the well.
+        level : int
+            Pyramid level (0: full resolution).
+
+        Returns
+        -------
+        xarray.DataArray
+            Dims ``(y, x)``, dask-backed, the input's dtype and intensity
+            units; ``attrs`` well, field, path, level.
+        """
         import dask.array as da
         import xarray as xr
 
-        from hts.io.ngff import image_info, resolve_channel
+        from hts.io.ngff import image_info, resolve_channel, select_plane
 
         path = self.field_path(well, field)
         group = self._group(path)
         info = image_info(group, path)
         opts = self.record.get("options", {})
-        arr = da.from_zarr(group[info.levels[level]])
-        index = []
-        for name in info.axes:
-            if name == "c":
-                index.append(resolve_channel(info, opts.get("channel"), path))
-            elif name == "z":
-                index.append(opts["z"] if opts.get("z") is not None else slice(None))
-            elif name in ("y", "x"):
-                index.append(slice(None))
-            else:
-                index.append(0)
-        plane = arr[tuple(index)]
-        if plane.ndim == 3:
-            plane = plane.max(axis=0)
+        channel = resolve_channel(info, opts.get("channel"), path)
+        plane = select_plane(da.from_zarr(group[info.levels[level]]), info, channel, opts.get("z"))
         return xr.DataArray(plane, dims=("y", "x"), name="image",
                             attrs={"well": well or "", "field": "" if field is None else str(field), "path": path,
                                    "level": level})
 
     def labels(self, well: str | None = None, field: str | int | None = 0, level: int = 0):
-        """The nucleus labels of a field (uint32, 0 = background) as a lazy ``(y, x)`` DataArray."""
+        """The nucleus labels of a field as a lazy ``(y, x)`` DataArray.
+
+        Parameters
+        ----------
+        well, field : str, int or None
+            The field, as in :meth:`image`.
+        level : int
+            Level of the label pyramid (0: full resolution).
+
+        Returns
+        -------
+        xarray.DataArray
+            Dims ``(y, x)``, dask-backed, uint32, 0 = background;
+            ``attrs`` well, field, path, level.
+        """
         import dask.array as da
         import xarray as xr
 
@@ -186,8 +259,26 @@ class PlateResults:
                                    "level": level})
 
     def plane(self, well: str | None, field: str | int | None, max_side: int = 0):
-        """``(image, labels)`` numpy planes at the coarsest pyramid level whose side is still >= ``max_side``
-        (0: full resolution) — for thumbnails."""
+        """Image and labels of a field as numpy planes at one pyramid level, for thumbnails.
+
+        Parameters
+        ----------
+        well : str or None
+            The well's path (``"B/3"``); None for a single image.
+        field : str, int or None
+            The field's path in the well.
+        max_side : int
+            The coarsest level whose longer side is still >= ``max_side``
+            px is read; 0: full resolution.
+
+        Returns
+        -------
+        image : numpy.ndarray
+            ``(h, w)`` nucleus plane (:meth:`image`), the input's dtype.
+        labels : numpy.ndarray
+            ``(h, w)`` uint32 labels (downsampled to the image's shape when
+            the label pyramid has fewer levels).
+        """
         import numpy as np
 
         from hts.io.ngff import image_info, level_shapes
@@ -210,6 +301,22 @@ class PlateResults:
 
 
 def open_results(path: str | os.PathLike) -> PlateResults:
-    """Open the results of ``hts run`` on ``path`` (the output Zarr or its ``.hts`` folder)."""
+    """Open the results of ``hts run``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The output Zarr or its ``.hts`` results folder.
+
+    Returns
+    -------
+    PlateResults
+        Tables, QC and lazy images/labels of the run (see the module docstring).
+
+    Raises
+    ------
+    HtsError
+        ``path`` holds no finished run.
+    """
     return PlateResults(path)
 

@@ -23,7 +23,7 @@ from hts.engine.scale import rescale, resize_to
 from hts.engine.tile import EDGE_MARGIN, OVERLAP, TILE, blend_ramp, tile_grid
 from hts.errors import HtsError
 from hts.model import InstanceUNet
-from hts.model.boxes import nms
+from hts.model.boxes import box_centroids, nms
 from hts.model.rpn import ProposalParams, proposals
 
 
@@ -127,8 +127,7 @@ def predict_tiles(
             boxes = boxes.float().cpu()
             boxes[:, 0::2] = boxes[:, 0::2].clamp(0, t.w)  # a small image's tile has zero padding
             boxes[:, 1::2] = boxes[:, 1::2].clamp(0, t.h)
-            cx = (boxes[:, 0] + boxes[:, 2]) / 2
-            cy = (boxes[:, 1] + boxes[:, 3]) / 2
+            cx, cy = box_centroids(boxes).unbind(1)
             y_lo, y_hi, x_lo, x_hi = t.core
             own = (cy + t.y0 >= y_lo) & (cy + t.y0 < y_hi) & (cx + t.x0 >= x_lo) & (cx + t.x0 < x_hi)
             all_boxes.append(boxes[own] + torch.tensor([t.x0, t.y0, t.x0, t.y0], dtype=torch.float32))

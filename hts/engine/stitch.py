@@ -18,11 +18,24 @@ import numpy as np
 from scipy import ndimage
 
 from hts.errors import HtsError
+from hts.model.network import STRIDE
 
 
 @dataclass(frozen=True)
 class Block:
-    """One block: its grid index, core ``[y0, y1) x [x0, x1)`` and halo-padded region."""
+    """One block of the grid (:func:`block_grid`); coordinates in input px of the whole image.
+
+    Attributes
+    ----------
+    index : tuple of int
+        ``(i, j)``: row and column in the grid.
+    core : tuple of int
+        ``(y0, y1, x0, x1)``: the block proper, ``[y0, y1) x [x0, x1)``; the
+        cores partition the image.
+    region : tuple of int
+        ``(y0, y1, x0, x1)``: the core plus the halo, clipped to the image;
+        what is segmented.
+    """
 
     index: tuple[int, int]
     core: tuple[int, int, int, int]
@@ -40,7 +53,27 @@ class Block:
 
 
 def block_grid(shape: tuple[int, int], block: int, halo: int) -> dict[tuple[int, int], Block]:
-    """Blocks of side ``block`` (the last ones smaller) with ``halo`` px of context, keyed by grid index."""
+    """The block grid of an image: the plan of both passes.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(H, W)``: the image, px.
+    block : int
+        Core side, px (>= 1); the last row and column of blocks are smaller.
+    halo : int
+        Context around each core, px (>= 0), clipped at the image border.
+
+    Returns
+    -------
+    dict
+        :class:`Block` by grid index ``(i, j)``, in grid (row-major) order.
+
+    Raises
+    ------
+    HtsError
+        When ``block < 1`` or ``halo < 0``.
+    """
     if block < 1 or halo < 0:
         raise HtsError(f"block must be >= 1 and halo >= 0 px, got block={block}, halo={halo}")
     h, w = shape
@@ -54,10 +87,20 @@ def block_grid(shape: tuple[int, int], block: int, halo: int) -> dict[tuple[int,
 
 
 def keep_owned(labels: np.ndarray, block: Block) -> np.ndarray:
-    """Labels of ``block.region`` keeping only the nuclei whose centroid lies in ``block.core``.
+    """The nuclei a block owns: those whose centroid lies in its core.
 
-    Returned as uint32 relabelled 1..n in order of the input ids, so that
-    ``n = labels.max()`` is the block's nucleus count.
+    Parameters
+    ----------
+    labels : numpy.ndarray, shape (h, w), integer
+        Labels of ``block.region``, 0 = background.
+    block : Block
+        The block they were segmented for.
+
+    Returns
+    -------
+    numpy.ndarray, shape (h, w), uint32
+        The owned nuclei relabelled 1..n in order of their input ids (others
+        0), so that ``n = max()`` is the block's nucleus count.
     """
     labels = np.asarray(labels)
     n = int(labels.max(initial=0))
@@ -76,18 +119,43 @@ def keep_owned(labels: np.ndarray, block: Block) -> np.ndarray:
 
 
 def neighbours(index: tuple[int, int], blocks: dict[tuple[int, int], Block]) -> list[tuple[int, int]]:
-    """The block itself first, then its existing 8-neighbours in grid order."""
+    """The blocks whose owned nuclei can reach into a block's core.
+
+    Parameters
+    ----------
+    index : tuple of int
+        ``(i, j)``: the block.
+    blocks : dict
+        The grid (:func:`block_grid`).
+
+    Returns
+    -------
+    list of tuple of int
+        ``index`` first, then its existing 8-neighbours in grid order: the
+        priority order of :func:`assemble`.
+    """
     i, j = index
     around = [(i + di, j + dj) for di, dj in product((-1, 0, 1), repeat=2) if (di, dj) != (0, 0)]
     return [index] + [k for k in around if k in blocks]
 
 
 def assemble(target: Block, candidates: list[tuple[Block, np.ndarray, int]]) -> np.ndarray:
-    """uint32 labels of ``target.core`` from owned labels of neighbouring blocks.
+    """The global labels of a block's core from the owned labels of its neighbourhood.
 
-    ``candidates``: ``(block, owned_labels_of_its_region, id_offset)`` in
-    priority order (see :func:`neighbours`); a nucleus ``k`` of a block gets
-    the global id ``offset + k``. Pixels already claimed keep their label.
+    Parameters
+    ----------
+    target : Block
+        The block whose core is assembled.
+    candidates : list of (Block, numpy.ndarray, int)
+        ``(block, owned, offset)`` in priority order (see :func:`neighbours`):
+        ``owned`` (uint32, shape of ``block.region``) from :func:`keep_owned`;
+        nucleus ``k`` of a block gets the global id ``offset + k``. Pixels
+        already claimed keep their label.
+
+    Returns
+    -------
+    numpy.ndarray, shape of ``target.core``, uint32
+        0 = background.
     """
     y0, y1, x0, x1 = target.core
     out = np.zeros((y1 - y0, x1 - x0), np.uint32)
@@ -103,11 +171,8 @@ def assemble(target: Block, candidates: list[tuple[Block, np.ndarray, int]]) -> 
     return out
 
 
-STRIDE = 16  # the network's total downsampling: tile phases repeat every 16 network px
-
-
 def aligned_blocks(diameter: float | None, canonical: float | None, block: int, halo_network: int) -> tuple[float | None, int, int]:
-    """``(diameter, block, halo)`` so that every block region starts on the network's stride grid.
+    """Block side and halo such that every block region starts on the network's stride grid.
 
     The network is not exactly shift-invariant: a region resampled from an
     origin that maps to a fraction of the 16 px stride sees different pooling
@@ -115,6 +180,27 @@ def aligned_blocks(diameter: float | None, canonical: float | None, block: int, 
     diameter rounded to 0.5 px, block side and halo (input px) become
     multiples of ``q = 16 * diameter / canonical`` (made integral), so each
     region origin maps to a multiple of 16 network px, as in a single pass.
+
+    Parameters
+    ----------
+    diameter : float or None
+        Median nucleus diameter of the image, px; None: not resampled.
+    canonical : float or None
+        The model's canonical diameter, px; None: the model does not resample.
+    block : int
+        Wanted block side, px (input frame).
+    halo_network : int
+        Wanted halo, network px.
+
+    Returns
+    -------
+    diameter : float or None
+        The diameter rounded to 0.5 px (to be used for every block).
+    block : int
+        Block side, px: ``block`` (or four halos, if more) rounded up to a
+        multiple of ``q``.
+    halo : int
+        Halo, px: ``halo_network`` in input px rounded up to a multiple of ``q``.
     """
     from fractions import Fraction
 

@@ -1,7 +1,7 @@
 """Tiling geometry: overlapping 448x448 tiles, blending weights and tile ownership.
 
-Pure numpy, no model: :func:`hts.engine.infer.predict` runs the network on the
-tiles described here. Lengths are in pixels of the network's input frame
+Pure numpy, no model (only its stride, :data:`hts.model.network.STRIDE`):
+:func:`hts.engine.infer.predict` runs the network on the tiles described here. Lengths are in pixels of the network's input frame
 (after resampling to the canonical nucleus diameter).
 """
 
@@ -12,13 +12,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from hts.errors import HtsError
+from hts.model.network import STRIDE
 
 TILE = 448  # the paper's tile side
 OVERLAP = 128  # px shared by neighbouring tiles: 4 canonical nucleus diameters (seam agreement, docs/model.md)
 EDGE_MARGIN = 32  # px at a tile edge left out of the blend: there zero padding shapes the output (docs/model.md)
 
 
-def tile_starts(length: int, tile: int, overlap: int, align: int = 16) -> np.ndarray:
+def tile_starts(length: int, tile: int, overlap: int, align: int = STRIDE) -> np.ndarray:
     """Start offsets of tiles of side ``tile`` covering ``[0, length)`` with at least ``overlap`` shared px.
 
     Starts are multiples of ``align`` (the network's stride), so every tile
@@ -85,11 +86,12 @@ def tile_grid(shape: tuple[int, int], tile: int = TILE, overlap: int = OVERLAP) 
     """The tiles of an image of ``shape`` and the tile side ``(th, tw)`` actually used.
 
     The image is taken as zero-padded at the bottom and right to a multiple
-    of 16. An image side shorter than ``tile`` uses one tile of that side
-    rounded up to a multiple of 16 (no wasted computation on small images).
+    of the network's stride (16). An image side shorter than ``tile`` uses
+    one tile of that side rounded up to a multiple of the stride (no wasted
+    computation on small images).
     """
     h, w = shape
-    ph, pw = -(-h // 16) * 16, -(-w // 16) * 16
+    ph, pw = -(-h // STRIDE) * STRIDE, -(-w // STRIDE) * STRIDE
     th, tw = min(tile, ph), min(tile, pw)
     ys, xs = tile_starts(ph, th, overlap), tile_starts(pw, tw, overlap)
     cy, cx = ownership_bounds(ys, th), ownership_bounds(xs, tw)

@@ -208,6 +208,8 @@ def instance_labels(
     if boxes is None:
         markers = distance_markers(foreground, min_distance)
     else:
-        b = np.asarray(boxes, np.float64).reshape(-1, 4)
-        markers = centroid_markers(np.stack(((b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2), 1), foreground)
+        # imported here, not at the top: only the RPN path needs the model package (torch)
+        from hts.model.boxes import box_centroids
+
+        markers = centroid_markers(box_centroids(np.asarray(boxes, np.float64).reshape(-1, 4)), foreground)
     return watershed_layer(foreground, markers, min_size, noise_size)

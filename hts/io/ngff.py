@@ -109,7 +109,25 @@ def _first_error(exc: Exception) -> str:
 
 
 def open_source(path: str | os.PathLike) -> Source:
-    """Open an OME-Zarr plate (plate -> row -> column -> field) or single multiscale image."""
+    """Open an OME-Zarr plate (plate -> row -> column -> field) or single multiscale image.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The Zarr root (NGFF 0.4 or 0.5).
+
+    Returns
+    -------
+    Source
+        Its kind, version and fields; a plate's wells that are listed but
+        absent or empty are in ``skipped`` with the reason.
+
+    Raises
+    ------
+    HtsError
+        Not a Zarr group, neither a plate nor an image, or invalid NGFF
+        metadata (the validator's first message).
+    """
     from ome_zarr_models import open_ome_zarr
     from ome_zarr_models.v04 import HCS as HCS04
     from ome_zarr_models.v04 import Image as Image04
@@ -156,7 +174,29 @@ def _plate_source(path: Path, root: zarr.Group, plate: dict, version: str) -> So
 
 
 def image_info(group: zarr.Group, where: str = "") -> ImageInfo:
-    """Axes, levels and channel names of an image group (raises HtsError naming ``where``)."""
+    """Axes, levels and channel names of an image group.
+
+    Parameters
+    ----------
+    group : zarr.Group
+        An NGFF image (or label image) group.
+    where : str
+        Its name for error messages.
+
+    Returns
+    -------
+    ImageInfo
+        Axis names, level paths and shapes, ``(y, x)`` scales of each level
+        (physical units per px, as in the metadata; ``(1, 1)`` when absent),
+        the full-resolution ``(y, x)`` chunks and the ``omero`` channel labels.
+
+    Raises
+    ------
+    HtsError
+        Missing or invalid ``multiscales``, no ``y``/``x`` axis, an absent
+        dataset, or an array whose dimensions do not match the axes (naming
+        ``where``).
+    """
     attrs = _ome(group)
     try:
         ms = attrs["multiscales"][0]
@@ -186,7 +226,28 @@ def image_info(group: zarr.Group, where: str = "") -> ImageInfo:
 
 
 def resolve_channel(info: ImageInfo, channel: str | int | None, where: str = "") -> int:
-    """The index on the ``c`` axis of the nucleus channel (by name or index)."""
+    """The index on the ``c`` axis of the nucleus channel.
+
+    Parameters
+    ----------
+    info : ImageInfo
+        The image's :func:`image_info`.
+    channel : str, int or None
+        A channel label, an index (also as a string, e.g. ``"1"``), or None
+        for the only channel.
+    where : str
+        The image's name for error messages.
+
+    Returns
+    -------
+    int
+        The index, ``0 <= index < info.axis_size("c")``.
+
+    Raises
+    ------
+    HtsError
+        None with several channels, an unknown label, or an index out of range.
+    """
     n = info.axis_size("c")
     names = ", ".join(f"{i}={c}" for i, c in enumerate(info.channels)) or "unnamed"
     if channel is None:
@@ -205,11 +266,66 @@ def resolve_channel(info: ImageInfo, channel: str | int | None, where: str = "")
 
 def read_plane(group: zarr.Group, info: ImageInfo, channel: int, z: int | None = None,
                region: tuple[slice, slice] | None = None) -> np.ndarray:
-    """The full-resolution 2D ``(y, x)`` nucleus plane (or its ``region``): t = 0, channel ``channel``,
-    z max projection or plane ``z``."""
+    """The full-resolution 2D ``(y, x)`` nucleus plane (or its ``region``), read now.
+
+    Parameters
+    ----------
+    group : zarr.Group
+        The image group.
+    info : ImageInfo
+        Its :func:`image_info`.
+    channel : int
+        Index on the ``c`` axis (:func:`resolve_channel`).
+    z : int, optional
+        The z plane; None: maximum projection over z.
+    region : (slice, slice), optional
+        ``(y, x)`` slices in full-resolution px; None: the whole plane.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(h, w)`` intensities in the array's dtype: t = 0, channel
+        ``channel``, plane ``z`` or the maximum over z (:func:`select_plane`).
+    """
+    return np.asarray(select_plane(group[info.levels[0]], info, channel, z, region))
+
+
+def select_plane(array, info: ImageInfo, channel: int, z: int | None = None,
+                 region: tuple[slice, slice] | None = None):
+    """The 2D ``(y, x)`` nucleus plane of one level array of an image: the one rule for NGFF axes.
+
+    ``t`` (and any other non-spatial axis but ``c`` and ``z``): the first
+    entry; ``c``: ``channel``; ``z``: plane ``z``, or the maximum projection.
+
+    Parameters
+    ----------
+    array : zarr.Array or lazy array
+        A level of the image, with the axes ``info.axes``. Only basic
+        indexing and ``.max(axis=0)`` are used, so a lazy array (e.g. Dask)
+        gives a lazy plane.
+    info : ImageInfo
+        The image's :func:`image_info`.
+    channel : int
+        Index on the ``c`` axis.
+    z : int, optional
+        The z plane; None: maximum projection over z.
+    region : (slice, slice), optional
+        ``(y, x)`` slices in px of this level; None: the whole plane.
+
+    Returns
+    -------
+    array
+        ``(h, w)`` in the array's dtype: numpy for a zarr array (read
+        now), of the input's kind for a lazy one.
+
+    Raises
+    ------
+    HtsError
+        ``z`` out of range.
+    """
     yx = dict(zip("yx", region or (slice(None), slice(None))))
     index = []
-    for name, size in zip(info.axes, info.shapes[0]):
+    for name, size in zip(info.axes, array.shape):
         if name == "c":
             index.append(channel)
         elif name == "z" and z is not None:
@@ -222,7 +338,7 @@ def read_plane(group: zarr.Group, info: ImageInfo, channel: int, z: int | None =
             index.append(slice(None))
         else:  # t or any other non-spatial axis: the first entry
             index.append(0)
-    plane = np.asarray(group[info.levels[0]][tuple(index)])
+    plane = array[tuple(index)]
     while plane.ndim > 2:  # a remaining z axis: maximum projection
         plane = plane.max(axis=0)
     return plane
@@ -230,13 +346,27 @@ def read_plane(group: zarr.Group, info: ImageInfo, channel: int, z: int | None =
 
 def downsample_to(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour resampling of a 2D array to ``shape`` (labels stay labels)."""
-    h, w = labels.shape
-    rows = (np.arange(shape[0]) * h) // shape[0]
-    cols = (np.arange(shape[1]) * w) // shape[1]
-    return labels[np.ix_(rows, cols)]
+    return downsample_region(labels, shape, (0, shape[0]), (0, shape[1]))
 
 
-def _yx_axes(fmt: Format) -> list[dict]:
+def downsample_region(array, shape: tuple[int, int], rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
+    """Rows ``[r0, r1)`` x columns ``[c0, c1)`` of :func:`downsample_to` ``(array, shape)``.
+
+    Reads only the window of ``array`` (numpy or zarr, 2D) that those output
+    pixels come from: output pixel ``(y, x)`` is ``array[y * H // shape[0],
+    x * W // shape[1]]``.
+    """
+    h, w = array.shape
+    r = (np.arange(*rows) * h) // shape[0]
+    c = (np.arange(*cols) * w) // shape[1]
+    if r.size == 0 or c.size == 0:
+        return np.zeros((r.size, c.size), array.dtype)
+    window = np.asarray(array[r[0] : r[-1] + 1, c[0] : c[-1] + 1])
+    return window[np.ix_(r - r[0], c - c[0])]
+
+
+def _yx_axes() -> list[dict]:
+    """The NGFF ``axes`` of a 2D ``(y, x)`` multiscale (the same in NGFF 0.4 and 0.5)."""
     return [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
 
 
@@ -248,31 +378,93 @@ def _create_array(group: zarr.Group, name: str, shape: tuple[int, int], dtype, c
 
 
 def level_shapes(info: ImageInfo) -> list[tuple[int, int]]:
+    """The ``(y, x)`` shape (px) of each level of the image, full resolution first."""
     iy, ix = info.axes.index("y"), info.axes.index("x")
     return [(shape[iy], shape[ix]) for shape in info.shapes]
 
 
 def create_levels(group: zarr.Group, info: ImageInfo, fmt: Format, dtype) -> list[zarr.Array]:
-    """Empty 2D ``(y, x)`` arrays ``0..L-1`` with the image's level shapes and ``y, x`` chunks."""
+    """Empty 2D ``(y, x)`` arrays ``0..L-1`` with the image's level shapes and ``y, x`` chunks.
+
+    Parameters
+    ----------
+    group : zarr.Group
+        Where the arrays are created (existing ones are replaced).
+    info : ImageInfo
+        The image whose levels are mirrored.
+    fmt : ome_zarr.format.Format
+        The NGFF version written (Zarr v2 for 0.4, v3 for 0.5).
+    dtype : numpy dtype
+        Of the arrays (fill value 0).
+
+    Returns
+    -------
+    list of zarr.Array
+        One per level, ``level_shapes(info)[i]``.
+    """
     return [_create_array(group, str(level), shape, dtype, info.chunks_yx, fmt)
             for level, shape in enumerate(level_shapes(info))]
 
 
 def write_multiscales(group: zarr.Group, info: ImageInfo, fmt: Format, name: str) -> None:
+    """The ``multiscales`` metadata of a 2D ``(y, x)`` pyramid in ``group``, with the image's level scales.
+
+    Parameters
+    ----------
+    group : zarr.Group
+        Holds arrays ``0..L-1`` (:func:`create_levels`).
+    info : ImageInfo
+        The image whose ``yx_scales`` are written.
+    fmt : ome_zarr.format.Format
+        The NGFF version.
+    name : str
+        The multiscale's name.
+    """
     datasets = [{"path": str(level), "coordinateTransformations": [{"type": "scale", "scale": [sy, sx]}]}
                 for level, (sy, sx) in enumerate(info.yx_scales)]
-    write_multiscales_metadata(group, datasets, fmt=fmt, axes=_yx_axes(fmt), name=name)
+    write_multiscales_metadata(group, datasets, fmt=fmt, axes=_yx_axes(), name=name)
 
 
 def write_pyramid(group: zarr.Group, plane: np.ndarray, info: ImageInfo, fmt: Format, name: str) -> None:
-    """``plane`` and its downsampled levels as a 2D ``(y, x)`` multiscale in ``group``, metadata last."""
+    """``plane`` and its downsampled levels as a 2D ``(y, x)`` multiscale in ``group``, metadata last.
+
+    Parameters
+    ----------
+    group : zarr.Group
+        Receives arrays ``0..L-1`` and their ``multiscales`` metadata.
+    plane : numpy.ndarray
+        ``(H, W)``, the full-resolution level; its dtype is kept.
+    info : ImageInfo
+        The image whose level shapes, chunks and scales are used.
+    fmt : ome_zarr.format.Format
+        The NGFF version.
+    name : str
+        The multiscale's name.
+    """
     for level, arr in enumerate(create_levels(group, info, fmt, plane.dtype)):
         arr[...] = plane if level == 0 else downsample_to(plane, arr.shape)
     write_multiscales(group, info, fmt, name)
 
 
 def begin_labels(image: zarr.Group, info: ImageInfo, fmt: Format) -> tuple[zarr.Group, list[zarr.Array]]:
-    """A fresh ``<image>/labels/nuclei`` (an earlier partial write is removed) with empty uint32 levels."""
+    """A fresh ``<image>/labels/nuclei`` (an earlier partial write is removed) with empty uint32 levels.
+
+    Parameters
+    ----------
+    image : zarr.Group
+        The image group (opened for writing).
+    info : ImageInfo
+        Its :func:`image_info`.
+    fmt : ome_zarr.format.Format
+        The NGFF version.
+
+    Returns
+    -------
+    group : zarr.Group
+        ``<image>/labels/nuclei``, without metadata until :func:`finish_labels`.
+    levels : list of zarr.Array
+        Its uint32 ``(y, x)`` levels, zero-filled.
+    """
     parent = image.require_group("labels")
     if LABEL_NAME in parent:
         del parent[LABEL_NAME]
@@ -281,7 +473,19 @@ def begin_labels(image: zarr.Group, info: ImageInfo, fmt: Format) -> tuple[zarr.
 
 
 def finish_labels(image: zarr.Group, info: ImageInfo, fmt: Format, properties: dict | None = None) -> None:
-    """The NGFF metadata of ``<image>/labels/nuclei``, written after its arrays."""
+    """The NGFF metadata of ``<image>/labels/nuclei``, written after its arrays.
+
+    Parameters
+    ----------
+    image : zarr.Group
+        The image group holding ``labels/nuclei`` (:func:`begin_labels`).
+    info : ImageInfo
+        Its :func:`image_info`.
+    fmt : ome_zarr.format.Format
+        The NGFF version.
+    properties : dict, optional
+        JSON-able values stored under ``image-label`` ``hts`` (e.g. ``n_nuclei``).
+    """
     parent, group = image["labels"], image["labels"][LABEL_NAME]
     write_multiscales(group, info, fmt, LABEL_NAME)
     extra = {"source": {"image": "../../"}}
@@ -295,7 +499,25 @@ def finish_labels(image: zarr.Group, info: ImageInfo, fmt: Format, properties: d
 
 
 def write_labels(image: zarr.Group, labels: np.ndarray, info: ImageInfo, fmt: Format, properties: dict | None = None) -> None:
-    """Write ``labels`` as ``<image>/labels/nuclei`` (NGFF ``image-label``), replacing an earlier partial write."""
+    """Write ``labels`` as ``<image>/labels/nuclei`` (NGFF ``image-label``), replacing an earlier partial write.
+
+    A label image file (TIFF, NPY) is :func:`hts.io.images.write_label_file`.
+
+    Parameters
+    ----------
+    image : zarr.Group
+        The image group (opened for writing).
+    labels : numpy.ndarray
+        ``(H, W)`` integer labels at full resolution, 0 = background
+        (stored as uint32, one level per image level, nearest-neighbour
+        downsampled).
+    info : ImageInfo
+        The image's :func:`image_info`.
+    fmt : ome_zarr.format.Format
+        The NGFF version.
+    properties : dict, optional
+        As in :func:`finish_labels`.
+    """
     _, levels = begin_labels(image, info, fmt)
     for level, arr in enumerate(levels):
         arr[...] = labels if level == 0 else downsample_to(labels, arr.shape)
@@ -303,13 +525,34 @@ def write_labels(image: zarr.Group, labels: np.ndarray, info: ImageInfo, fmt: Fo
 
 
 def stamp_version(labels_group: zarr.Group, fmt: Format) -> None:
-    """NGFF 0.5 wants ``ome.version`` in every group; ome-zarr-py leaves it out of the ``labels`` group."""
+    """NGFF 0.5 wants ``ome.version`` in every group; ome-zarr-py leaves it out of the ``labels`` group.
+
+    Parameters
+    ----------
+    labels_group : zarr.Group
+        An image's ``labels`` group.
+    fmt : ome_zarr.format.Format
+        The NGFF version (nothing is written for 0.4).
+    """
     if fmt.zarr_format == 3 and "version" not in _ome(labels_group):
         add_metadata(labels_group, {"version": fmt.version}, fmt=fmt)
 
 
 def create_output(source: Source, out: str | os.PathLike) -> zarr.Group:
-    """A new Zarr root at ``out`` with the plate/well structure of ``source`` (images are added per field)."""
+    """A new Zarr root at ``out`` with the plate/well structure of ``source`` (images are added per field).
+
+    Parameters
+    ----------
+    source : Source
+        The opened input (:func:`open_source`).
+    out : str or os.PathLike
+        The output root; an existing one is reused (metadata already there is kept).
+
+    Returns
+    -------
+    zarr.Group
+        The root, opened for writing, in the input's NGFF version.
+    """
     fmt = source.fmt
     root = zarr.open_group(str(out), mode="a", zarr_format=fmt.zarr_format)
     if source.kind == "plate":
@@ -329,7 +572,25 @@ def create_output(source: Source, out: str | os.PathLike) -> zarr.Group:
 
 
 def open_output(source: Source, out: str | os.PathLike | None) -> zarr.Group:
-    """The Zarr root that receives labels: the input itself, or a new tree at ``out``."""
+    """The Zarr root that receives labels: the input itself, or a new tree at ``out``.
+
+    Parameters
+    ----------
+    source : Source
+        The opened input (:func:`open_source`).
+    out : str, os.PathLike or None
+        The output root; None (or the input's own path): write into the input.
+
+    Returns
+    -------
+    zarr.Group
+        The root, opened for writing.
+
+    Raises
+    ------
+    HtsError
+        The input is not writable, or ``out`` exists and is not a Zarr group.
+    """
     if out is None or Path(out).resolve() == source.path.resolve():
         try:
             return zarr.open_group(str(source.path), mode="r+")

@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 
 from hts.analysis.count import well_table
 from hts.errors import HtsError
+from hts.io.atomic import atomic_write
 from hts.io.ngff import FORMATS, FieldRef
 
 FIELD_COLUMNS = ["well", "row", "column", "field", "path", "n_nuclei", "mean_area", "mean_intensity",
@@ -38,22 +39,30 @@ FIELD_COLUMNS = ["well", "row", "column", "field", "path", "n_nuclei", "mean_are
 
 
 def results_dir(zarr_root: str | os.PathLike) -> Path:
-    """``plate.zarr`` -> ``plate.hts`` (beside it)."""
+    """The results folder of an output Zarr: ``plate.zarr`` -> ``plate.hts`` (beside it).
+
+    Parameters
+    ----------
+    zarr_root : str or os.PathLike
+        The output Zarr root (need not exist).
+
+    Returns
+    -------
+    pathlib.Path
+        The absolute path of the results folder (not created).
+    """
     p = Path(zarr_root).resolve()
     return p.with_name((p.stem if p.suffix == ".zarr" else p.name) + ".hts")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 class Results:
-    """One results folder (created on first use)."""
+    """One results folder (created on first use).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The folder (:func:`results_dir` of the output Zarr).
+    """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -61,30 +70,53 @@ class Results:
 
     @staticmethod
     def fmt_of(version: str):
+        """The ome-zarr-py format of NGFF ``version`` (``"0.4"`` or ``"0.5"``)."""
         return FORMATS[version]()
 
     def marker(self, ref: FieldRef) -> Path:
+        """The done marker's path of field ``ref``: ``fields/<key>.json``."""
         return self.path / "fields" / f"{ref.key}.json"
 
     def is_done(self, ref: FieldRef) -> bool:
+        """Whether field ``ref`` has its done marker."""
         return self.marker(ref).is_file()
 
     def commit(self, ref: FieldRef, table: pd.DataFrame, pixels: int, seconds: float = 0.0,
                extra: dict | None = None) -> dict:
-        """Write the field's nucleus table, then its done marker (atomically); returns the marker's content."""
+        """Write the field's nucleus table, then its done marker (both atomically).
+
+        Parameters
+        ----------
+        ref : FieldRef
+            The field.
+        table : pandas.DataFrame
+            One row per nucleus (with ``area`` in px and ``mean_intensity``
+            in input units); ``well`` and ``field`` columns are added.
+        pixels : int
+            Pixels segmented.
+        seconds : float
+            Wall time spent on the field, s.
+        extra : dict, optional
+            More JSON-able values for the marker (e.g. QC measures).
+
+        Returns
+        -------
+        dict
+            The marker's content: key, well, row, column, field, path,
+            ``n_nuclei``, ``mean_area`` (px), ``mean_intensity``, ``pixels``,
+            ``seconds`` and the entries of ``extra``.
+        """
         (self.path / "nuclei").mkdir(parents=True, exist_ok=True)
         (self.path / "fields").mkdir(parents=True, exist_ok=True)
         table = table.assign(well=ref.well or "", field=ref.field or "")
-        tmp = self.path / "nuclei" / f".{ref.key}.{os.getpid()}.tmp"
-        table.to_parquet(tmp, index=False)
-        os.replace(tmp, self.path / "nuclei" / f"{ref.key}.parquet")
+        atomic_write(self.path / "nuclei" / f"{ref.key}.parquet", lambda f: table.to_parquet(f, index=False))
         n = len(table)
         summary = {"key": ref.key, "well": ref.well or "", "row": ref.row or "", "column": ref.column or "",
                    "field": ref.field or "", "path": ref.path, "n_nuclei": n,
                    "mean_area": float(table["area"].mean()) if n else None,
                    "mean_intensity": float(table["mean_intensity"].mean()) if n else None,
                    "pixels": int(pixels), "seconds": round(seconds, 3), **(extra or {})}
-        _atomic_write(self.marker(ref), json.dumps(summary).encode())
+        atomic_write(self.marker(ref), json.dumps(summary).encode())
         return summary
 
     def forget(self) -> None:
@@ -100,7 +132,8 @@ class Results:
         return json.loads(p.read_text()) if p.is_file() else None
 
     def write_settings(self, settings: dict) -> None:
-        _atomic_write(self.path / "settings.json", json.dumps(settings, indent=2).encode())
+        """Record (atomically) what the done fields are segmented with: a JSON-able dict."""
+        atomic_write(self.path / "settings.json", json.dumps(settings, indent=2).encode())
 
     def invalidate(self) -> None:
         """Remove the run-level tables and record: they come back only when a run ends."""
@@ -108,14 +141,35 @@ class Results:
             (self.path / name).unlink(missing_ok=True)
 
     def done_fields(self) -> pd.DataFrame:
-        """The per-field table (with ``key``) from the done markers."""
+        """The per-field table from the done markers.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per done field, sorted by key, columns ``key`` and
+            :data:`FIELD_COLUMNS` (empty with those columns when none is done).
+        """
         rows = [json.loads(p.read_text()) for p in sorted((self.path / "fields").glob("*.json"))]
         if not rows:
             return pd.DataFrame(columns=["key", *FIELD_COLUMNS])
         return pd.DataFrame(rows).reindex(columns=["key", *FIELD_COLUMNS])
 
     def write_tables(self, order: list[FieldRef]) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Rebuild fields/wells/nuclei tables (CSV and Parquet) from the done fields of ``order``."""
+        """Rebuild fields/wells/nuclei tables (CSV and Parquet, each written atomically) from the done fields of ``order``.
+
+        Parameters
+        ----------
+        order : list of FieldRef
+            The fields of the run in table order; fields not done are left out.
+
+        Returns
+        -------
+        fields : pandas.DataFrame
+            :data:`FIELD_COLUMNS`, one row per done field of ``order``.
+        wells : pandas.DataFrame
+            One row per well (:func:`hts.analysis.count.well_table`); empty
+            for a single image.
+        """
         rank = {r.key: i for i, r in enumerate(order)}
         fields = self.done_fields()
         fields = fields[fields["key"].isin(rank)]
@@ -124,10 +178,8 @@ class Results:
         fields = fields[FIELD_COLUMNS]
         wells = well_table(fields) if (fields["well"] != "").any() else well_table(fields.iloc[:0])
         for name, df in (("fields", fields), ("wells", wells)):
-            _atomic_write(self.path / f"{name}.csv", df.to_csv(index=False).encode())
-            tmp = self.path / f".{name}.parquet.tmp"
-            df.to_parquet(tmp, index=False)
-            os.replace(tmp, self.path / f"{name}.parquet")
+            atomic_write(self.path / f"{name}.csv", df.to_csv(index=False).encode())
+            atomic_write(self.path / f"{name}.parquet", lambda f, df=df: df.to_parquet(f, index=False))
         if keys:
             self._write_nuclei(keys)
         return fields, wells
@@ -138,24 +190,32 @@ class Results:
         Streamed field by field, so memory holds one field's table, not the
         plate's (a plate can have tens of millions of nuclei).
         """
-        tmp = self.path / ".nuclei.parquet.tmp"
-        writer = None
-        try:
-            for k in keys:
-                part = pq.read_table(self.path / "nuclei" / f"{k}.parquet")
-                if writer is None:
-                    writer = pq.ParquetWriter(tmp, part.schema)
-                writer.write_table(part.cast(writer.schema))
-        finally:
-            if writer is not None:
-                writer.close()
-        os.replace(tmp, self.path / "nuclei.parquet")
+        def write(f) -> None:
+            writer = None
+            try:
+                for k in keys:
+                    part = pq.read_table(self.path / "nuclei" / f"{k}.parquet")
+                    if writer is None:
+                        writer = pq.ParquetWriter(f, part.schema)
+                    writer.write_table(part.cast(writer.schema))
+            finally:
+                if writer is not None:
+                    writer.close()
+
+        atomic_write(self.path / "nuclei.parquet", write)
 
     def write_record(self, record: dict) -> None:
-        _atomic_write(self.path / "run.json", json.dumps(record, indent=2, default=str).encode())
+        """Write ``run.json`` (atomically): the run's JSON-able record (values JSON does not know become strings)."""
+        atomic_write(self.path / "run.json", json.dumps(record, indent=2, default=str).encode())
 
     def lock(self) -> None:
-        """Take the run lock or fail: two runs never write the same output."""
+        """Take the run lock or fail: two runs never write the same output.
+
+        Raises
+        ------
+        HtsError
+            Another process holds the lock (named by its pid and host).
+        """
         self.path.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -170,13 +230,35 @@ class Results:
         self._lock_fd = fd
 
     def unlock(self) -> None:
+        """Release the run lock (if held)."""
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
 
 
 def read_counts(path: str | os.PathLike, fields: bool = False) -> pd.DataFrame:
-    """The per-well (or per-field) table of a run's output Zarr or results folder."""
+    """The per-well (or per-field) table of a run's output Zarr or results folder.
+
+    Warns on stderr when the run did not finish every field.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The output Zarr or its ``.hts`` results folder.
+    fields : bool
+        The per-field table instead of the per-well one.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``wells.csv`` (or ``fields.csv``), with ``row``, ``column`` and
+        ``field`` read as strings.
+
+    Raises
+    ------
+    HtsError
+        The table does not exist (no finished run).
+    """
     p = Path(path)
     folder = p if p.suffix == ".hts" else results_dir(p)
     table = folder / ("fields.csv" if fields else "wells.csv")

@@ -17,12 +17,34 @@ BBOX_XFORM_CLIP = math.log(1000.0 / 16)
 
 
 def box_area(boxes: torch.Tensor) -> torch.Tensor:
-    """Area of ``(N, 4)`` boxes, ``(N,)``."""
+    """Area of boxes.
+
+    Parameters
+    ----------
+    boxes : torch.Tensor
+        ``(N, 4)`` ``(x1, y1, x2, y2)`` px; an inverted side counts as 0.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N,)`` areas in px², the dtype of ``boxes``.
+    """
     return (boxes[:, 2] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
 
 
 def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Pairwise IoU of ``(N, 4)`` and ``(M, 4)`` boxes, ``(N, M)``."""
+    """Pairwise intersection over union of two sets of boxes.
+
+    Parameters
+    ----------
+    a, b : torch.Tensor
+        ``(N, 4)`` and ``(M, 4)`` float ``(x1, y1, x2, y2)`` px.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(N, M)`` IoU in [0, 1].
+    """
     lt = torch.maximum(a[:, None, :2], b[None, :, :2])
     rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
     wh = (rb - lt).clamp(min=0)
@@ -31,13 +53,36 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return inter / union.clamp(min=1e-9)
 
 
-def box_centroids(boxes: torch.Tensor) -> torch.Tensor:
-    """Centres ``((x1+x2)/2, (y1+y2)/2)`` of ``(N, 4)`` boxes, ``(N, 2)`` as (x, y)."""
-    return torch.stack(((boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2), dim=1)
+def box_centroids(boxes: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    """Centres ``((x1+x2)/2, (y1+y2)/2)`` of boxes: the watershed markers of the RPN.
+
+    Parameters
+    ----------
+    boxes : torch.Tensor or numpy.ndarray
+        ``(N, 4)`` float ``(x1, y1, x2, y2)`` px.
+
+    Returns
+    -------
+    torch.Tensor or numpy.ndarray
+        ``(N, 2)`` ``(x, y)`` px, of the same kind and float dtype as ``boxes``.
+    """
+    stack = torch.stack if isinstance(boxes, torch.Tensor) else np.stack
+    return stack(((boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2), 1)
 
 
 def centre_size(boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Centres and sizes ``(cx, cy, w, h)`` of ``(N, 4)`` boxes, each ``(N,)``."""
+    """Centres and sizes of boxes.
+
+    Parameters
+    ----------
+    boxes : torch.Tensor
+        ``(N, 4)`` float ``(x1, y1, x2, y2)`` px.
+
+    Returns
+    -------
+    cx, cy, w, h : torch.Tensor
+        Each ``(N,)`` px.
+    """
     w = boxes[:, 2] - boxes[:, 0]
     h = boxes[:, 3] - boxes[:, 1]
     return boxes[:, 0] + 0.5 * w, boxes[:, 1] + 0.5 * h, w, h
@@ -55,7 +100,19 @@ class BoxCoder:
         self.weights = weights
 
     def encode(self, boxes: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
-        """Offsets ``(N, 4)`` that turn ``anchors`` into ``boxes`` (both ``(N, 4)``)."""
+        """The offsets that turn ``anchors`` into ``boxes``.
+
+        Parameters
+        ----------
+        boxes, anchors : torch.Tensor
+            ``(N, 4)`` float ``(x1, y1, x2, y2)`` px, paired row by row;
+            anchor sizes must be positive.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(N, 4)`` ``(tx, ty, tw, th)`` (dimensionless).
+        """
         wx, wy, ww, wh = self.weights
         ax, ay, aw, ah = centre_size(anchors)
         bx, by, bw, bh = centre_size(boxes)
@@ -65,7 +122,21 @@ class BoxCoder:
         )
 
     def decode(self, offsets: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
-        """Boxes ``(N, 4)`` from offsets ``(N, 4)`` applied to ``anchors`` ``(N, 4)``."""
+        """Boxes from offsets applied to anchors (the inverse of :meth:`encode`).
+
+        Parameters
+        ----------
+        offsets : torch.Tensor
+            ``(N, 4)`` ``(tx, ty, tw, th)``; ``tw``, ``th`` are clipped at
+            :data:`BBOX_XFORM_CLIP`.
+        anchors : torch.Tensor
+            ``(N, 4)`` float ``(x1, y1, x2, y2)`` px.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(N, 4)`` float ``(x1, y1, x2, y2)`` px.
+        """
         wx, wy, ww, wh = self.weights
         ax, ay, aw, ah = centre_size(anchors)
         dx, dy = offsets[:, 0] / wx, offsets[:, 1] / wy
@@ -83,9 +154,21 @@ def overlapping_pairs(boxes: torch.Tensor, iou_threshold: float) -> tuple[torch.
     the boxes whose centre rows are within the largest box height, so the
     cost grows with N times the boxes per image row, not N^2 (a slide holds
     hundreds of thousands of nuclei).
+
+    Parameters
+    ----------
+    boxes : torch.Tensor
+        ``(N, 4)`` float ``(x1, y1, x2, y2)`` px.
+    iou_threshold : float
+        Pairs with IoU strictly above it are returned.
+
+    Returns
+    -------
+    i, j : torch.Tensor
+        ``(P,)`` int64 box indices; each pair appears in both orders.
     """
     n = boxes.shape[0]
-    cy = (boxes[:, 1] + boxes[:, 3]) / 2
+    cy = box_centroids(boxes)[:, 1]
     order = torch.argsort(cy)
     cy_sorted = cy[order]
     reach = (boxes[:, 3] - boxes[:, 1]).max().clamp(min=0)
@@ -116,6 +199,20 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float = 0.3) -
     score keep the lower index first). Pure torch for the geometry
     (:func:`overlapping_pairs`), then one sweep in score order over the
     sparse overlap lists.
+
+    Parameters
+    ----------
+    boxes : torch.Tensor
+        ``(N, 4)`` float ``(x1, y1, x2, y2)`` px.
+    scores : torch.Tensor
+        ``(N,)`` float, higher is better.
+    iou_threshold : float
+        Suppression IoU in [0, 1].
+
+    Returns
+    -------
+    torch.Tensor
+        ``(K,)`` int64 indices into ``boxes``, on ``boxes``' device.
     """
     n = boxes.shape[0]
     if n == 0:
@@ -142,8 +239,17 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float = 0.3) -
 def boxes_from_labels(labels: np.ndarray) -> np.ndarray:
     """Bounding boxes ``(N, 4)`` float32 ``(x1, y1, x2, y2)`` of the instances of a label image.
 
-    ``labels`` is ``(H, W)`` integer, 0 = background. Boxes are ordered by
-    label id; ids absent from the image are skipped. ``x2``/``y2`` exclusive.
+    Boxes are ordered by label id; ids absent from the image are skipped.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        ``(H, W)`` integer labels, 0 = background.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(N, 4)`` float32 ``(x1, y1, x2, y2)`` px, ``x2``/``y2`` exclusive.
     """
     from scipy import ndimage
 

@@ -6,19 +6,23 @@ A checkpoint is a ``torch.save`` dict of plain types and tensors, loaded with
     {"format": "hts-checkpoint", "version": 1, "config": {...ModelConfig...},
      "state_dict": {...}, "step": int, "meta": {...JSON-able...},
      "optimizer": {...} (training only), "rng": ByteTensor (training only)}
+
+Written through :func:`hts.io.atomic.atomic_write`, the one atomic-write
+helper; the model package imports nothing else from :mod:`hts.io` (that
+module is stdlib-only).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from hts.errors import HtsError
+from hts.io.atomic import atomic_write
 from hts.model import InstanceUNet, ModelConfig
 
 FORMAT = "hts-checkpoint"
@@ -26,7 +30,22 @@ VERSION = 1
 
 
 def save_checkpoint(path: str | os.PathLike, model: InstanceUNet, step: int = 0, meta: dict | None = None, **training: Any) -> None:
-    """Write a checkpoint atomically (temporary file, then rename): never a half-written file."""
+    """Write a checkpoint atomically (:func:`hts.io.atomic.atomic_write`): never a half-written file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ``.pt`` file; missing folders are created.
+    model : InstanceUNet
+        Its configuration and weights (copied to CPU) are stored.
+    step : int
+        Training updates done so far.
+    meta : dict, optional
+        JSON-able metadata (training options, metrics, ``inference`` settings).
+    **training
+        Extra entries to store, e.g. ``optimizer=opt.state_dict()``,
+        ``rng=generator.get_state()`` (to resume training).
+    """
     path = Path(path)
     payload = {
         "format": FORMAT,
@@ -38,18 +57,27 @@ def save_checkpoint(path: str | os.PathLike, model: InstanceUNet, step: int = 0,
         **training,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: torch.save(payload, f))
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """The raw checkpoint dict, checked for format; one-line errors for bad files."""
+    """The raw checkpoint dict, checked for format; one-line errors for bad files.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file written by :func:`save_checkpoint`.
+
+    Returns
+    -------
+    dict
+        The checkpoint (see the module docstring), tensors on CPU.
+
+    Raises
+    ------
+    HtsError
+        A missing, corrupt or non-hts file, or another format version.
+    """
     path = Path(path)
     if not path.is_file():
         raise HtsError(f"checkpoint {path} does not exist")
@@ -71,6 +99,27 @@ def load_model(path: str | os.PathLike, expected_sha256: str | None = None) -> t
     With ``expected_sha256`` the file's checksum is verified first. A state
     dict that does not fit the stored configuration (another architecture)
     is refused with a one-line error.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file written by :func:`save_checkpoint`.
+    expected_sha256 : str, optional
+        Hex SHA-256 the file must have.
+
+    Returns
+    -------
+    model : InstanceUNet
+        In eval mode, on CPU; ``model.inference`` holds the checkpoint's
+        ``meta["inference"]`` settings as floats.
+    checkpoint : dict
+        The raw checkpoint (:func:`read_checkpoint`).
+
+    Raises
+    ------
+    HtsError
+        A checksum mismatch, or any :func:`read_checkpoint` error, or an
+        invalid configuration or mismatching state dict.
     """
     if expected_sha256 is not None:
         actual = sha256sum(path)
@@ -96,7 +145,18 @@ def load_model(path: str | os.PathLike, expected_sha256: str | None = None) -> t
 
 
 def sha256sum(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file."""
+    """Hex SHA-256 of a file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Any file (read in 1 MiB blocks).
+
+    Returns
+    -------
+    str
+        64 lowercase hex digits.
+    """
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

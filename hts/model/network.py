@@ -17,7 +17,7 @@ from hts.model.anchors import PAPER_ASPECT_RATIOS, PAPER_SCALES, grid_anchors
 from hts.model.rpn import RPNHead
 from hts.model.unet import Decoder, Encoder
 
-STRIDE = 16  # four 2x2 poolings
+STRIDE = 16  # px: four 2x2 poolings; input sides are multiples of it. The one definition: import it
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class ModelConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:

@@ -14,25 +14,37 @@ from hts.errors import HtsError
 
 @dataclass(frozen=True)
 class ClusterOptions:
-    """``cluster``: ``local``, ``slurm`` or a scheduler address ``tcp://host:port``."""
+    """Where ``hts run`` computes. ``cluster``: ``local``, ``slurm`` or a scheduler address ``tcp://host:port``.
+
+    These defaults are the command line's (:mod:`hts.cli_args` reads them).
+    """
 
     cluster: str = "local"
-    workers: int | None = None  # local: worker processes (default 1); slurm: maximum jobs
+    workers: int | None = None  # local: worker processes (default one per visible GPU, else 1); slurm: maximum jobs
     threads_per_worker: int | None = None  # local default: cores / workers
-    dashboard: str = "127.0.0.1:8787"  # local scheduler's dashboard; a busy port falls back to a free one
+    dashboard: str = "127.0.0.1:8787"  # of the local or SLURM scheduler; a busy port falls back to a free one
     slurm: object | None = None  # hts.screen.slurm.SlurmOptions for --cluster slurm (None: its defaults)
 
 
 def local_layout(workers: int | None, threads: int | None) -> tuple[int, int, int]:
-    """Local ``(workers, threads per worker, torch threads per worker)``.
+    """The layout of a local cluster on the cores this process may use.
 
     By default one worker process with a task thread per core, whose torch
     uses every core: the watershed and writing of one field overlap the
-    inference of the next. Measured on 2 cores with scripts/bench_pipeline.py
-    (12 fields of 1024 px; efficiency = pipeline rate / model-only rate, end
-    to end and steady state): 1 worker x 2 threads 0.84 / 1.05; 1 worker x 1
-    thread 0.74 / 0.89; 2 workers x 1 thread (one torch thread each) 0.62
-    end to end, the two processes competing for memory bandwidth.
+    inference of the next (measurements: scripts/bench_pipeline.py).
+
+    Parameters
+    ----------
+    workers : int or None
+        Worker processes; None: 1.
+    threads : int or None
+        Task threads per worker; None: cores / workers.
+
+    Returns
+    -------
+    tuple of int
+        ``(workers, task threads per worker, torch threads per worker)``;
+        the torch threads are cores / workers (at least 1) whatever ``threads``.
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     workers = workers or 1
@@ -46,7 +58,7 @@ def _cuda_devices() -> int:
         import torch
 
         return torch.cuda.device_count()
-    except Exception:  # a broken CUDA install must not stop a CPU run
+    except Exception:  # noqa: BLE001  # a broken CUDA install must not stop a CPU run
         return 0
 
 
@@ -56,9 +68,14 @@ def worker_environment() -> dict:
     distributed sets ``MALLOC_TRIM_THRESHOLD_=65536`` in its workers to return
     memory to the OS sooner; an explicit threshold also turns off glibc's
     dynamic mmap threshold, so every large numpy/torch buffer is mmapped and
-    page-faulted anew: inference of a 1024 px field took 2.3 s instead of
-    1.6 s (2 cores). The nucleus pipeline reuses buffers of the same sizes, so
-    hts keeps glibc's default.
+    page-faulted anew, which slows inference. The nucleus pipeline reuses
+    buffers of the same sizes, so hts keeps glibc's default.
+
+    Returns
+    -------
+    dict
+        A ``dask.config.set`` mapping: ``distributed.nanny.pre-spawn-environ``
+        without ``MALLOC_TRIM_THRESHOLD_``.
     """
     env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
     env.pop("MALLOC_TRIM_THRESHOLD_", None)
@@ -72,11 +89,11 @@ def start_worker_server() -> None:
     """Start multiprocessing's fork server with the workers' modules (torch, hts, distributed) imported.
 
     Local workers are forked from it (``forkserver`` method) instead of
-    spawned as fresh interpreters, which saves each of them the ~2 s of
-    importing torch and hts; started early (``hts run`` does so before its
-    own imports), that import runs beside the driver's work. The server is a
-    single-threaded process that never touches CUDA, so forking it is safe.
-    It gets the environment distributed gives spawned workers. Idempotent.
+    spawned as fresh interpreters, which saves each of them importing torch
+    and hts; started early (``hts run`` does so before its own imports), that
+    import runs beside the driver's work. The server is a single-threaded
+    process that never touches CUDA, so forking it is safe. It gets the
+    environment distributed gives spawned workers. Idempotent; returns None.
     """
     import multiprocessing
     from multiprocessing import forkserver
@@ -99,7 +116,27 @@ def start_worker_server() -> None:
 def connect(opts: ClusterOptions, log=print, shared_dir: str | os.PathLike = ".") -> Iterator:
     """A ``distributed.Client`` for the run; the cluster (and its worker jobs) is closed on any exit.
 
-    ``shared_dir``: a folder the workers can read (TLS certificates of SLURM workers).
+    Parameters
+    ----------
+    opts : ClusterOptions
+        Where to compute: a LocalCluster (one worker per visible GPU, else
+        :func:`local_layout`), SLURM worker jobs
+        (:func:`hts.screen.slurm.slurm_cluster`) or a running scheduler.
+    log : callable
+        ``log(message)``: the cluster's layout, scheduler and dashboard addresses.
+    shared_dir : str or os.PathLike
+        A folder the workers can read (TLS certificates of SLURM workers).
+
+    Yields
+    ------
+    distributed.Client
+        Connected; with ``torch_threads`` (local, slurm) and ``infer_resources``
+        (slurm) set for the tasks.
+
+    Raises
+    ------
+    HtsError
+        On bad options, or a scheduler that cannot be reached.
     """
     from distributed import Client, LocalCluster
 
@@ -151,7 +188,18 @@ def connect(opts: ClusterOptions, log=print, shared_dir: str | os.PathLike = "."
 
 
 def inference_resources(client) -> dict | None:
-    """What an inference task asks for: a ``GPU`` when some worker declares GPUs, else nothing."""
+    """What an inference task asks for: a ``GPU`` when some worker declares GPUs, else nothing.
+
+    Parameters
+    ----------
+    client : distributed.Client
+        The connected client.
+
+    Returns
+    -------
+    dict or None
+        ``{"GPU": 1}``, or None when no worker declares a ``GPU`` resource.
+    """
     return {"GPU": 1} if "GPU" in client.run_on_scheduler(_declared_resources) else None
 
 
@@ -162,8 +210,24 @@ def _declared_resources(dask_scheduler=None) -> list[str]:
 def windowed(client, items, submit, window: int):
     """Yield ``(item, future)`` as futures finish, keeping at most ``window`` items in flight.
 
-    ``submit(item) -> future`` builds the item's tasks; memory stays bounded
-    whatever the number of items. Each yielded future is released by the caller.
+    Memory stays bounded whatever the number of items.
+
+    Parameters
+    ----------
+    client : distributed.Client
+        The connected client.
+    items : iterable
+        What to submit, in order; read as the window frees.
+    submit : callable
+        ``submit(item) -> future``: builds the item's tasks.
+    window : int
+        Items in flight at most (at least 1).
+
+    Yields
+    ------
+    tuple
+        ``(item, future)`` in the order the futures finish; the caller
+        releases each future.
     """
     from distributed import as_completed
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import zarr
 from tqdm import tqdm
 
+from hts.engine.blocks import BLOCK
 from hts.engine.pipeline import check_min_size
 from hts.errors import HtsError
 from hts.io.ngff import Source, open_output, open_source
@@ -37,7 +38,11 @@ WINDOW_PER_THREAD = 2  # fields in flight per worker thread
 
 @dataclass(frozen=True)
 class RunOptions:
-    """What ``hts run`` takes besides the input path (see ``hts run --help``)."""
+    """What ``hts run`` takes besides the input path (see ``hts run --help``).
+
+    These defaults are the command line's: :mod:`hts.cli_args` fills the
+    fields from the options of the same names and leaves out those not given.
+    """
 
     out: str | None = None
     channel: str | int | None = None
@@ -47,9 +52,9 @@ class RunOptions:
     device: str | None = None
     batch_size: int = 4
     overwrite: bool = False
-    block: int = 4096  # px; single images larger than this go block by block (whole-slide images)
+    block: int = BLOCK  # px; single images larger than this go block by block (whole-slide images)
     min_size: int | None = None  # px; objects under it merge or go; None: by the diameter
-    cluster: ClusterOptions = ClusterOptions()
+    cluster: ClusterOptions = field(default_factory=ClusterOptions)
 
 
 @dataclass
@@ -158,7 +163,33 @@ def _write_attrs(out: zarr.Group, source: Source, fields, wells, complete: bool)
 
 
 def run(path: str | os.PathLike, opts: RunOptions = RunOptions(), progress: bool = True, log=print) -> RunSummary:
-    """Segment every field of ``path``; write labels, counts and tables; return the summary."""
+    """Segment every field of ``path``; write labels, counts and tables; return the summary.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        An OME-Zarr (NGFF 0.4/0.5) HCS plate or single image.
+    opts : RunOptions
+        Everything else ``hts run`` takes; the output goes into ``path``
+        unless ``opts.out`` names another Zarr.
+    progress : bool
+        Show a progress bar over fields.
+    log : callable
+        ``log(message)``: one line per event (cluster, diameter, skipped or failed fields).
+
+    Returns
+    -------
+    RunSummary
+        Fields done (including those of earlier runs), failed with the reason,
+        nuclei counted, wall time. A failed field does not raise.
+
+    Raises
+    ------
+    HtsError
+        On a bad option, input or channel, a model that does not load,
+        settings that differ from the fields done earlier, or another run
+        holding the output.
+    """
     t0 = time.perf_counter()
     if opts.batch_size < 1:
         raise HtsError(f"--batch-size must be >= 1, got {opts.batch_size}")
@@ -181,10 +212,10 @@ def run(path: str | os.PathLike, opts: RunOptions = RunOptions(), progress: bool
         summary.failed = {ref.key: reason for ref, reason in source.skipped}
         for key, reason in summary.failed.items():
             log(f"skipped {key}: {reason}")
-        base = dict(source=str(source.path), out=out_path, results=str(results.path), version=source.version,
-                    copy_image=Path(out_path).resolve() != source.path.resolve(), channel=opts.channel, z=opts.z,
-                    model=opts.model, device=opts.device, batch_size=opts.batch_size, min_size=opts.min_size,
-                    threads=1)  # torch threads: set from the workers' threads once connected
+        base = {"source": str(source.path), "out": out_path, "results": str(results.path), "version": source.version,
+                "copy_image": Path(out_path).resolve() != source.path.resolve(), "channel": opts.channel, "z": opts.z,
+                "model": opts.model, "device": opts.device, "batch_size": opts.batch_size, "min_size": opts.min_size,
+                "threads": 1}  # torch threads: set from the workers' threads once connected
         first = todo[0] if todo else (source.fields[0] if source.fields else None)
         shape, channel = _check_first_field(Job(first, diameter=None, **base)) if first else (None, None)
         settings = {"model_sha256": model["sha256"], "channel": channel, "z": opts.z, "min_size": opts.min_size}
@@ -223,8 +254,8 @@ def _compute(jobs: list[Job], opts: RunOptions, summary: RunSummary, progress: b
     """Run the jobs on the cluster, recording each field's outcome as it finishes.
 
     After the last field the cluster is closed in the returned (started)
-    thread, so that shutting the workers down (~1 s locally) overlaps the
-    driver writing the tables; join it before returning. On an error or
+    thread, so that shutting the workers down overlaps the driver writing
+    the tables; join it before returning. On an error or
     interrupt the cluster is closed before this function raises.
     """
     stack = ExitStack()

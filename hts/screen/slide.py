@@ -1,17 +1,20 @@
 """Whole-slide images on Dask: blocks with a halo, stitched so that every nucleus has one label in the image.
 
-The same two passes as :mod:`hts.engine.blocks`, as Dask tasks over the block
-grid of :mod:`hts.engine.stitch`:
+The two passes of :mod:`hts.engine.blocks`, its per-block functions submitted
+as Dask tasks over the block grid of :mod:`hts.engine.stitch`:
 
-1. ``infer-bIII_JJJ`` / ``watershed-...`` / ``store-...``: each block plus its
-   halo is segmented and reduced to the nuclei it owns (centroid in its
-   core); those labels go to a scratch Zarr in the results folder with a
-   per-block marker, so an interrupted run resumes block by block;
-2. ``stitch-...``: global ids follow from the per-block counts (grid order);
-   each block core is assembled from its own and its neighbours' owned
-   nuclei and written (cores are chunk-aligned, so no two tasks write one
-   chunk), with the nucleus table of the nuclei it owns; then ``pyramid-...``
-   tasks fill the lower levels, chunk-aligned too.
+1. ``infer-bIII_JJJ`` (read + network) / ``store-...`` (watershed,
+   :func:`hts.engine.blocks.store_owned`): each block plus its halo is
+   segmented and reduced to the nuclei it owns (centroid in its core); those
+   labels go to a scratch Zarr in the results folder with a per-block
+   marker, so an interrupted run resumes block by block;
+2. ``stitch-...``: global ids follow from the per-block counts (grid order,
+   :func:`hts.engine.blocks.label_offsets`); each block core is assembled
+   from its own and its neighbours' owned nuclei
+   (:func:`hts.engine.blocks.stitch_core`) and written (cores are
+   chunk-aligned, so no two tasks write one chunk), with the nucleus table of
+   the nuclei it owns; then ``pyramid-...`` tasks fill the lower levels,
+   chunk-aligned too.
 
 The label metadata and the field's done marker come last.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import dataclass, replace
+from functools import cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -29,20 +33,20 @@ import zarr
 from tqdm import tqdm
 
 from hts.analysis.count import measure_nuclei
+from hts.engine.blocks import (
+    block_name,
+    label_offsets,
+    read_owned,
+    stitch_core,
+    store_owned,
+)
 from hts.engine.pipeline import HALO_NETWORK_PX, infer_image, watershed_prediction
 from hts.engine.preprocess import check_image
-from hts.engine.stitch import (
-    Block,
-    aligned_blocks,
-    assemble,
-    block_grid,
-    keep_owned,
-    neighbours,
-)
-from hts.errors import HtsError
+from hts.engine.stitch import Block, aligned_blocks, block_grid
 from hts.io.ngff import (
     begin_labels,
     create_levels,
+    downsample_region,
     finish_labels,
     image_info,
     level_shapes,
@@ -55,7 +59,18 @@ from hts.screen.tasks import Job, read_field, worker_device, worker_model
 
 @dataclass(frozen=True)
 class BlockJob:
-    """One block of a slide and what its tasks share."""
+    """One block of a slide and what its tasks share.
+
+    Attributes
+    ----------
+    job : Job
+        The slide's field job (its ``diameter`` already rounded by
+        :func:`hts.engine.stitch.aligned_blocks`).
+    block : Block
+        The block (input px of the slide's level 0).
+    value_range : tuple of float
+        ``(lo, hi)``: the slide's intensity range, the same for every block.
+    """
 
     job: Job
     block: Block
@@ -63,7 +78,8 @@ class BlockJob:
 
     @property
     def key(self) -> str:
-        return "b{:03d}_{:03d}".format(*self.block.index)
+        """``"bIII_JJJ"`` (:func:`hts.engine.blocks.block_name`): task keys, scratch names."""
+        return block_name(self.block.index)
 
 
 def _scratch(job: Job) -> Path:
@@ -71,7 +87,19 @@ def _scratch(job: Job) -> Path:
 
 
 def infer_block(bj: BlockJob):
-    """Read the block plus halo and run the network (normalised with the slide's intensity range)."""
+    """Task ``infer-bIII_JJJ``: read the block plus halo and run the network.
+
+    Parameters
+    ----------
+    bj : BlockJob
+        The block; normalised with the slide's intensity range.
+
+    Returns
+    -------
+    hts.engine.infer.Prediction
+        Probability (float32, shape of ``bj.block.region``) and proposals, in
+        input px of the region.
+    """
     region = check_image(read_field(bj.job, bj.block.region_slices, check=False), name=f"{bj.job.source} {bj.key}")
     net = worker_model(bj.job.model, bj.job.threads)
     return infer_image(net, region, bj.job.diameter, device=worker_device(bj.job.device), batch_size=bj.job.batch_size,
@@ -79,30 +107,58 @@ def infer_block(bj: BlockJob):
 
 
 def store_block(bj: BlockJob, prediction) -> int:
-    """Watershed, keep the nuclei the block owns, store them and the block's marker; returns its count."""
+    """Task ``store-bIII_JJJ``: watershed, then store the nuclei the block owns and the block's marker.
+
+    Parameters
+    ----------
+    bj : BlockJob
+        The block.
+    prediction : hts.engine.infer.Prediction
+        Its network output (:func:`infer_block`).
+
+    Returns
+    -------
+    int
+        The block's nucleus count, also written to its marker
+        ``<results>/slide/bIII_JJJ.json`` (after its labels, so a marker
+        means the block is stored).
+    """
     net = worker_model(bj.job.model, bj.job.threads)
-    owned = keep_owned(watershed_prediction(net, prediction, bj.job.diameter, min_size=bj.job.min_size), bj.block)
+    labels = watershed_prediction(net, prediction, bj.job.diameter, min_size=bj.job.min_size)
     scratch = _scratch(bj.job)
-    group = zarr.open_group(str(scratch / "owned.zarr"), mode="a")
-    group.create_array(bj.key, shape=owned.shape, dtype=owned.dtype, chunks=owned.shape, overwrite=True)[...] = owned
-    n = int(owned.max(initial=0))
+    n = store_owned(labels, bj.block, zarr.open_group(str(scratch / "owned.zarr"), mode="a"))
     (scratch / f"{bj.key}.json").write_text(json.dumps({"count": n}))
     return n
 
 
 def stitch_block(bj: BlockJob, blocks: dict, offsets: dict) -> pd.DataFrame:
-    """Write the block core's global labels; return the table of the nuclei the block owns."""
-    owned_store = zarr.open_group(str(_scratch(bj.job) / "owned.zarr"), mode="r")
-    key_of = {b.index: BlockJob(bj.job, b, bj.value_range).key for b in blocks.values()}
-    cands = [(blocks[k], np.asarray(owned_store[key_of[k]]), offsets[key_of[k]]) for k in neighbours(bj.block.index, blocks)]
-    core = assemble(bj.block, cands)
+    """Task ``stitch-bIII_JJJ``: write the block core's global labels (and image, with ``copy_image``).
+
+    Parameters
+    ----------
+    bj : BlockJob
+        The block.
+    blocks : dict
+        The slide's grid, :class:`Block` by grid index.
+    offsets : dict
+        Global id offset of each block by grid index
+        (:func:`hts.engine.blocks.label_offsets`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The table of the nuclei the block owns (:func:`hts.analysis.count.measure_nuclei`),
+        one row per nucleus, with global ``label`` (uint32) and centroids in
+        px of the slide.
+    """
+    owned = cache(partial(read_owned, zarr.open_group(str(_scratch(bj.job) / "owned.zarr"), mode="r")))
+    core = stitch_core(bj.block.index, blocks, offsets, owned)
     _array(bj.job.out, bj.job.ref.path, "labels/nuclei", 0, "r+")[bj.block.core_slices] = core
     if bj.job.copy_image:
         _array(bj.job.out, bj.job.ref.path, "", 0, "r+")[bj.block.core_slices] = read_field(
             bj.job, bj.block.core_slices, check=False)
-    own = cands[0][1]
-    table = measure_nuclei(own, read_field(bj.job, bj.block.region_slices, check=False))
-    table["label"] = (table["label"] + offsets[bj.key]).astype(np.uint32)
+    table = measure_nuclei(owned(bj.block.index), read_field(bj.job, bj.block.region_slices, check=False))
+    table["label"] = (table["label"] + offsets[bj.block.index]).astype(np.uint32)
     table["centroid_y"] += bj.block.region[0]
     table["centroid_x"] += bj.block.region[2]
     return table
@@ -115,14 +171,30 @@ def _array(out: str, image: str, name: str, level: int, mode: str) -> zarr.Array
 
 def pyramid_region(out: str, image: str, level: int, rows: tuple[int, int], cols: tuple[int, int],
                    names: tuple[str, ...]) -> None:
-    """Fill ``rows x cols`` of level ``level`` of each multiscale from its level 0 (nearest neighbour)."""
+    """Task ``pyramid-lL-Y_X``: fill a region of a lower level of each multiscale from its level 0.
+
+    Parameters
+    ----------
+    out : str
+        The output Zarr root.
+    image : str
+        The image group in it ("" = the root).
+    level : int
+        The level to fill (>= 1).
+    rows, cols : tuple of int
+        ``[r0, r1)`` x ``[c0, c1)``: the region, px of that level.
+    names : tuple of str
+        The multiscales: ``"labels/nuclei"``, and ``""`` for the image itself.
+
+    Returns
+    -------
+    None
+        Nearest-neighbour values (:func:`hts.io.ngff.downsample_region`),
+        as :func:`hts.io.ngff.downsample_to` writes a whole image.
+    """
     for name in names:
         base, dst = _array(out, image, name, 0, "r"), _array(out, image, name, level, "r+")
-        (h, w), (hl, wl) = base.shape, dst.shape
-        r = (np.arange(*rows) * h) // hl
-        c = (np.arange(*cols) * w) // wl
-        src = np.asarray(base[r[0] : r[-1] + 1, c[0] : c[-1] + 1])
-        dst[rows[0] : rows[1], cols[0] : cols[1]] = src[np.ix_(r - r[0], c - c[0])]
+        dst[rows[0] : rows[1], cols[0] : cols[1]] = downsample_region(base, dst.shape, rows, cols)
 
 
 def _grid(shape: tuple[int, int], step: tuple[int, int]):
@@ -132,7 +204,36 @@ def _grid(shape: tuple[int, int], step: tuple[int, int]):
 
 
 def run_slide(client, job: Job, block: int, gpu: dict | None, window: int, progress: bool, log) -> dict:
-    """Segment one large image block by block on the cluster; returns the field's done summary."""
+    """Segment one large image block by block on the cluster and commit it as a done field.
+
+    Parameters
+    ----------
+    client : distributed.Client
+        The cluster.
+    job : Job
+        The field: a single image (``job.ref``) of the run.
+    block : int
+        Wanted block side, px (input frame); rounded up to whole network
+        strides (:func:`hts.engine.stitch.aligned_blocks`).
+    gpu : dict or None
+        Dask resources an ``infer-...`` task asks for (e.g. ``{"GPU": 1}``).
+    window : int
+        Blocks in flight during the first pass.
+    progress : bool
+        Show progress bars.
+    log : callable
+        ``log(message)``: one line about the block grid.
+
+    Returns
+    -------
+    dict
+        The field's done summary (:meth:`hts.io.results.Results.commit`).
+
+    Raises
+    ------
+    HtsError
+        When a block fails, or the nuclei do not fit uint32 labels.
+    """
     from hts.engine.preprocess import intensity_range
 
     src = zarr.open_group(job.source, mode="r")
@@ -162,12 +263,8 @@ def run_slide(client, job: Job, block: int, gpu: dict | None, window: int, progr
         bar.update(1)
     bar.close()
 
-    offsets, total = {}, 0
-    for bj in jobs.values():  # grid order
-        offsets[bj.key] = total
-        total += json.loads((scratch / f"{bj.key}.json").read_text())["count"]
-    if total >= 2**32 - 1:
-        raise HtsError(f"{job.source}: {total} nuclei do not fit uint32 labels")
+    counts = {i: json.loads((scratch / f"{bj.key}.json").read_text())["count"] for i, bj in jobs.items()}
+    offsets, total = label_offsets(counts, job.source)  # grid order
     fmt = Results.fmt_of(job.version)
     root = zarr.open_group(job.out, mode="r+")
     image = root[job.ref.path] if job.ref.path else root

@@ -30,7 +30,10 @@ from hts.errors import HtsError
 
 @dataclass(frozen=True)
 class SlurmOptions:
-    """Flags of ``hts run --cluster slurm``; None keeps the profile's (or dask-jobqueue's) value."""
+    """Flags of ``hts run --cluster slurm``; None keeps the profile's (or dask-jobqueue's) value.
+
+    These defaults are the command line's (:mod:`hts.cli_args` reads them).
+    """
 
     jobqueue: str | None = None  # a dask-jobqueue YAML profile
     partition: str | None = None
@@ -50,7 +53,18 @@ class SlurmOptions:
 
 
 def load_profile(path: str | os.PathLike) -> None:
-    """Merge a dask-jobqueue YAML profile into Dask's configuration."""
+    """Merge a dask-jobqueue YAML profile into Dask's configuration (returns None).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A YAML file with a top-level ``jobqueue:`` mapping (template: ``cluster/jobqueue.yaml``).
+
+    Raises
+    ------
+    HtsError
+        The file is missing, not valid YAML, or has no ``jobqueue:`` mapping.
+    """
     import yaml
 
     p = Path(path)
@@ -66,7 +80,32 @@ def load_profile(path: str | os.PathLike) -> None:
 
 
 def slurm_cluster(so: SlurmOptions, dashboard: str, shared_dir: str | os.PathLike, log=print):
-    """A started, adaptive ``SLURMCluster``; the caller closes it (which cancels every worker job)."""
+    """A started, adaptive ``SLURMCluster``; the caller closes it (which cancels every worker job).
+
+    Parameters
+    ----------
+    so : SlurmOptions
+        The flags; unset ones take the profile's values (``so.jobqueue``, or
+        the one Dask finds), else cores: 2 and memory: 8GB per worker process.
+    dashboard : str
+        The scheduler's dashboard address.
+    shared_dir : str or os.PathLike
+        A folder the worker jobs can read: the temporary TLS certificates go there.
+    log : callable
+        ``log(message)``: the ``#SBATCH`` lines of the worker job.
+
+    Returns
+    -------
+    dask_jobqueue.SLURMCluster
+        Scaling between ``so.min_jobs`` and ``so.max_jobs`` jobs, with
+        ``torch_threads`` (a job's cores / its worker processes) and
+        ``infer_resources`` (``{"GPU": 1}``, or None for CPU workers) set.
+
+    Raises
+    ------
+    HtsError
+        On a bad profile or job counts, or when dask-jobqueue cannot start the cluster.
+    """
     from dask_jobqueue import SLURMCluster
 
     if threading.current_thread() is threading.main_thread():
@@ -78,7 +117,10 @@ def slurm_cluster(so: SlurmOptions, dashboard: str, shared_dir: str | os.PathLik
     if so.gpus < 0 or so.min_jobs < 0 or so.max_jobs < max(so.min_jobs, 1):
         raise HtsError(f"slurm: need gpus >= 0 and 0 <= min-jobs <= max-jobs >= 1, got gpus={so.gpus}, "
                        f"min-jobs={so.min_jobs}, max-jobs={so.max_jobs}")
-    get = lambda key: dask.config.get(f"jobqueue.slurm.{key}", None)  # noqa: E731
+
+    def get(key: str):
+        return dask.config.get(f"jobqueue.slurm.{key}", None)
+
     processes = max(so.gpus, 1)
     cores = so.cores or get("cores") or 2 * processes
     memory = so.memory or get("memory") or f"{8 * processes}GB"
@@ -89,10 +131,10 @@ def slurm_cluster(so: SlurmOptions, dashboard: str, shared_dir: str | os.PathLik
         worker_args += ["--resources", "GPU=1"]
     if so.lifetime:
         worker_args += ["--lifetime", so.lifetime, "--lifetime-stagger", so.lifetime_stagger]
-    kwargs = dict(cores=cores, processes=processes, memory=memory, job_extra_directives=directives,
-                  worker_extra_args=worker_args, python=get("python") or sys.executable,
-                  job_script_prologue=list(get("job-script-prologue") or []) + list(so.prologue),
-                  scheduler_options={**(get("scheduler-options") or {}), "dashboard_address": dashboard})
+    kwargs = {"cores": cores, "processes": processes, "memory": memory, "job_extra_directives": directives,
+              "worker_extra_args": worker_args, "python": get("python") or sys.executable,
+              "job_script_prologue": list(get("job-script-prologue") or []) + list(so.prologue),
+              "scheduler_options": {**(get("scheduler-options") or {}), "dashboard_address": dashboard}}
     for key, value in (("queue", so.partition), ("account", so.account), ("walltime", so.walltime),
                        ("interface", so.interface), ("log_directory", so.log_directory)):
         if value is not None:

@@ -79,6 +79,18 @@ def worker_model(model: str | None, threads: int) -> InstanceUNet:
 
     Sets ``threads`` torch threads for the calling thread: OpenMP's thread
     count is per calling thread, and Dask runs tasks on several.
+
+    Parameters
+    ----------
+    model : str or None
+        Checkpoint path; None: the shipped model.
+    threads : int
+        Torch threads for the calling thread (at least 1).
+
+    Returns
+    -------
+    InstanceUNet
+        The cached model (two at most per process).
     """
     if torch.get_num_threads() != max(threads, 1):
         torch.set_num_threads(max(threads, 1))
@@ -91,8 +103,27 @@ def _load(model: str | None) -> InstanceUNet:
 
 
 def read_field(job: Job, region: tuple[slice, slice] | None = None, check: bool = True) -> np.ndarray:
-    """The 2D nucleus plane of a field, or a ``region`` of it; checked unless ``check`` is False
-    (raises HtsError naming the field)."""
+    """The 2D nucleus plane of a field, or a ``region`` of it.
+
+    Parameters
+    ----------
+    job : Job
+        The field, its channel and z plane.
+    region : tuple of slice, optional
+        ``(y, x)`` slices of the full-resolution plane; None: all of it.
+    check : bool
+        Check the pixels (:func:`hts.engine.preprocess.check_image`).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (h, w): t = 0, the nucleus channel, plane ``job.z`` or the maximum over z.
+
+    Raises
+    ------
+    HtsError
+        Naming the field: a missing channel or z plane, or (with ``check``) bad pixels.
+    """
     where = job.image_path
     group = zarr.open_group(where, mode="r")
     info = image_info(group, where)
@@ -101,8 +132,21 @@ def read_field(job: Job, region: tuple[slice, slice] | None = None, check: bool 
 
 
 def worker_device(device: str | None) -> str | None:
-    """The torch device of this worker: as given, or with several GPUs visible, the one matching the
-    worker's index in its job (dask-jobqueue names workers ``<job>-<i>``; LocalCluster ``<i>``)."""
+    """The torch device of this worker.
+
+    Parameters
+    ----------
+    device : str or None
+        The ``--device`` of the run.
+
+    Returns
+    -------
+    str or None
+        ``device`` when given, or when fewer than two GPUs are visible (None:
+        the default device); else ``cuda:i`` for the worker's index ``i`` in
+        its job (dask-jobqueue names workers ``<job>-<i>``, LocalCluster
+        ``<i>``), modulo the GPUs visible.
+    """
     if device is not None or not torch.cuda.is_available() or torch.cuda.device_count() < 2:
         return device
     try:
@@ -115,7 +159,18 @@ def worker_device(device: str | None) -> str | None:
 
 
 def infer_field(job: Job) -> Inferred:
-    """Read the field and run the network (the GPU stage)."""
+    """Read the field and run the network (the GPU stage).
+
+    Parameters
+    ----------
+    job : Job
+        The field.
+
+    Returns
+    -------
+    Inferred
+        The plane, the prediction, the seconds taken and the :func:`provenance`.
+    """
     t0 = time.perf_counter()
     plane = read_field(job)
     net = worker_model(job.model, job.threads)
@@ -125,7 +180,19 @@ def infer_field(job: Job) -> Inferred:
 
 
 def provenance(device: str | None) -> dict:
-    """Which worker ran the inference, on which device, with which GPUs granted (``CUDA_VISIBLE_DEVICES``)."""
+    """Which worker ran the inference, on which device, with which GPUs granted.
+
+    Parameters
+    ----------
+    device : str or None
+        The device the inference ran on (None: the default, cuda when available).
+
+    Returns
+    -------
+    dict
+        ``infer_worker`` (the Dask worker's name, or ``local``), ``device``,
+        ``cuda_visible_devices`` and ``slurm_job`` (from the environment, or None).
+    """
     try:
         from distributed import get_worker
 
@@ -137,7 +204,21 @@ def provenance(device: str | None) -> dict:
 
 
 def watershed_field(job: Job, inferred: Inferred) -> tuple[np.ndarray, Inferred]:
-    """Labels of a field from its prediction (the CPU stage); the prediction's maps are dropped."""
+    """Labels of a field from its prediction (the CPU stage).
+
+    Parameters
+    ----------
+    job : Job
+        The field (diameter and size rule).
+    inferred : Inferred
+        Its :func:`infer_field` result.
+
+    Returns
+    -------
+    tuple
+        ``(labels, inferred)``: uint32 labels and ``inferred`` without the
+        prediction's maps and boxes, so that little goes to the write task.
+    """
     net = worker_model(job.model, job.threads)
     labels = watershed_prediction(net, inferred.prediction, job.diameter, min_size=job.min_size)
     return labels, Inferred(inferred.plane, Prediction(np.empty((0, 0), np.float32), inferred.prediction.boxes[:0],
@@ -146,7 +227,26 @@ def watershed_field(job: Job, inferred: Inferred) -> tuple[np.ndarray, Inferred]
 
 
 def write_field(job: Job, segmented: tuple[np.ndarray, Inferred]) -> dict:
-    """Write labels (and, with ``--out``, the plane), the nucleus table, then the done marker; returns the summary."""
+    """Write labels (and, with ``--out``, the plane), the nucleus table, then the done marker.
+
+    Parameters
+    ----------
+    job : Job
+        The field.
+    segmented : tuple
+        Its :func:`watershed_field` result.
+
+    Returns
+    -------
+    dict
+        What :meth:`hts.io.results.Results.commit` recorded in the done
+        marker: nuclei, pixels, seconds, provenance and quality of the field.
+
+    Raises
+    ------
+    HtsError
+        More nuclei than uint32 labels hold.
+    """
     labels, inferred = segmented
     ref, fmt = job.ref, Results.fmt_of(job.version)
     root = zarr.open_group(job.out, mode="r+")

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -28,6 +28,7 @@ from hts.errors import HtsError
 from hts.model import InstanceUNet, ModelConfig
 from hts.model.boxes import boxes_from_labels
 from hts.model.checkpoint import read_checkpoint, save_checkpoint
+from hts.model.network import STRIDE
 from hts.model.rpn import rpn_loss
 from hts.training.augment import AugmentParams, augment
 from hts.training.data import Dataset
@@ -49,7 +50,7 @@ class TrainConfig:
     anchor_base: float = 32.0
     steps: int = 2000
     batch_size: int = 8
-    crop: int = 256  # px, square training crops (multiple of 16)
+    crop: int = 256  # px, square training crops (multiple of the network's stride, 16)
     lr: float = 1e-4  # Adam, the paper's rate
     seed: int = 0
     val_every: int = 250
@@ -63,8 +64,8 @@ class TrainConfig:
         for name in ("steps", "batch_size", "val_every"):
             if getattr(self, name) < 1:
                 raise HtsError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.crop < 16 or self.crop % 16:
-            raise HtsError(f"crop must be a positive multiple of 16 px, got {self.crop}")
+        if self.crop < STRIDE or self.crop % STRIDE:
+            raise HtsError(f"crop must be a positive multiple of {STRIDE} px, got {self.crop}")
         if not self.lr > 0:
             raise HtsError(f"lr must be > 0, got {self.lr}")
         if self.decay_from is not None and not 0 <= self.decay_from < self.steps:

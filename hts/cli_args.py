@@ -1,0 +1,396 @@
+"""The options of the ``hts`` command line, and how they fill the options dataclasses.
+
+The options of ``hts run`` fill :class:`~hts.screen.run.RunOptions`,
+:class:`~hts.screen.cluster.ClusterOptions` and
+:class:`~hts.screen.slurm.SlurmOptions`, those of ``hts train``
+:class:`~hts.training.train.TrainConfig`: an option's argparse ``dest`` is the
+name of its field, and its default is the field's. An option left out is
+left out of the dataclass too (:func:`options_from`), and ``--help`` shows
+the field's default (:class:`Default`), so each default is written once, in
+its dataclass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+from hts.training.losses import VARIANTS
+
+RUN, CLUSTER, SLURM, TRAIN = ("hts.screen.run:RunOptions", "hts.screen.cluster:ClusterOptions",
+                              "hts.screen.slurm:SlurmOptions", "hts.training.train:TrainConfig")
+
+MIN_SIZE_HELP = ("px: objects under this size are merged into the nucleus they touch, or dropped when isolated; 0 keeps "
+                 "every object, e.g. for micronuclei (default: slivers under 10%% of the median nucleus area merge, "
+                 "isolated objects under 5%% of it or 25 px are dropped)")
+DIAMETER_HELP = "median nucleus diameter of the input images in px, or 'auto'"
+DEVICE_HELP = "torch device (default: cuda if available, else cpu)"
+WORKERS_HELP = "worker processes (default: one per visible GPU, else one with a task thread per core)"
+
+
+class Default:
+    """The default of field ``name`` of the dataclass ``owner`` (``"module:Class"``), imported only when shown.
+
+    As an argparse default it stands for "not given": :func:`options_from`
+    leaves it out, so the dataclass applies its own default, and ``--help``
+    prints it (``%(default)s``). Only then is the dataclass's module
+    imported: ``hts.screen.run`` brings ome-zarr and the task graph, which
+    the other commands are spared and ``hts run`` imports after starting its
+    worker server.
+    """
+
+    def __init__(self, owner: str, name: str) -> None:
+        self.owner, self.name = owner, name
+
+    def value(self):
+        """The field's default (imports its module)."""
+        module, _, cls = self.owner.partition(":")
+        return field_default(getattr(importlib.import_module(module), cls), self.name)
+
+    def __str__(self) -> str:
+        return str(self.value())
+
+    def __repr__(self) -> str:
+        return f"Default({self.owner}.{self.name})"
+
+
+def field_default(cls: type, name: str):
+    """The default of a dataclass field.
+
+    Parameters
+    ----------
+    cls : type
+        A dataclass.
+    name : str
+        One of its fields.
+
+    Returns
+    -------
+    object
+        The field's default; a fresh one for a ``default_factory``.
+    """
+    f = {f.name: f for f in dataclasses.fields(cls)}[name]
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
+def given(value) -> bool:
+    """Whether an option was given on the command line.
+
+    Parameters
+    ----------
+    value : object
+        The option's parsed value.
+
+    Returns
+    -------
+    bool
+        False for None and for a :class:`Default`, the marks of an option left out.
+    """
+    return value is not None and not isinstance(value, Default)
+
+
+def options_from(args: argparse.Namespace, cls: type, **fields):
+    """A dataclass built from the parsed options whose ``dest`` is one of its field names.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed command line. An option left out (None, or a
+        :class:`Default`) is left out of the dataclass, which then applies its
+        own default.
+    cls : type
+        The options dataclass, e.g. :class:`hts.screen.run.RunOptions`.
+    **fields
+        Fields set as they are (None included), in place of the option of that name.
+
+    Returns
+    -------
+    object
+        The ``cls`` instance.
+    """
+    names = {f.name for f in dataclasses.fields(cls)} - fields.keys()
+    return cls(**{n: getattr(args, n) for n in names if given(getattr(args, n, None))}, **fields)
+
+
+def train_config(args: argparse.Namespace):
+    """The :class:`~hts.training.train.TrainConfig` of ``hts train``.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed ``hts train`` command line.
+
+    Returns
+    -------
+    hts.training.train.TrainConfig
+        ``--canonical-diameter 0`` (or the old ``--diameter 0``) gives
+        ``diameter=None``: training at the data's native scale.
+    """
+    from hts.training.train import TrainConfig
+
+    d = args.canonical_diameter
+    return options_from(args, TrainConfig, **({"diameter": d or None} if given(d) else {}))
+
+
+def cluster_options(args: argparse.Namespace):
+    """The :class:`~hts.screen.cluster.ClusterOptions` of ``hts run``, with its SLURM options.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed ``hts run`` command line.
+
+    Returns
+    -------
+    hts.screen.cluster.ClusterOptions
+        With ``slurm`` set to the :class:`~hts.screen.slurm.SlurmOptions` of the SLURM flags.
+    """
+    from hts.screen.cluster import ClusterOptions
+    from hts.screen.slurm import SlurmOptions
+
+    return options_from(args, ClusterOptions, slurm=options_from(args, SlurmOptions))
+
+
+def run_options(args: argparse.Namespace, cluster=None):
+    """The :class:`~hts.screen.run.RunOptions` of ``hts run``.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed ``hts run`` command line.
+    cluster : hts.screen.cluster.ClusterOptions, optional
+        Its cluster options, when built already (default: :func:`cluster_options`).
+
+    Returns
+    -------
+    hts.screen.run.RunOptions
+    """
+    from hts.screen.run import RunOptions
+
+    return options_from(args, RunOptions, cluster=cluster or cluster_options(args))
+
+
+def _diameter_px(text: str) -> float | None:
+    """``--diameter`` of segment and run: a number of px > 0, or ``auto`` (None: estimated)."""
+    if text == "auto":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a number of px > 0 or 'auto', got {text!r}")
+    return value
+
+
+def _eval_diameter(text: str) -> float | str | None:
+    """``--diameter`` of eval: as :func:`_diameter_px`, or ``gt`` (each image's ground-truth median)."""
+    if text == "gt":
+        return text
+    try:
+        return _diameter_px(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected 'gt', 'auto' or a number of px > 0, got {text!r}") from None
+
+
+def _channel(text: str) -> str | int:
+    """``--channel``: an index when all digits, else a name."""
+    return int(text) if text.isdigit() else text
+
+
+def _path_str(text: str) -> str:
+    """A path as a string, normalised as :class:`pathlib.Path` writes it (``a//b/`` -> ``a/b``)."""
+    return str(Path(text))
+
+
+def add_commands(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
+    """Add the subcommands ``train``, ``eval``, ``segment``, ``run``, ``counts``, ``report`` and ``demo``.
+
+    Parameters
+    ----------
+    sub : argparse._SubParsersAction
+        The subparsers of the ``hts`` parser.
+    commands : dict
+        ``commands[name](args) -> exit status`` runs subcommand ``name``; it
+        is stored as ``args.func``.
+    """
+    for name, add in (("train", _add_train), ("eval", _add_eval), ("segment", _add_segment), ("run", _add_run),
+                      ("counts", _add_counts), ("report", _add_report), ("demo", _add_demo)):
+        add(sub).set_defaults(func=commands[name])
+
+
+def _add_train(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("train", help="train an Instance-U-Net (or a Table 1 variant)",
+                       description="Train with Adam (lr 1e-4) on augmented crops; checkpoints record "
+                       "configuration, data, steps and validation metrics. Rerun the same command to resume.")
+    p.add_argument("--data", required=True, help="training data: a .npz in the shared layout, or 'synthetic'")
+    p.add_argument("--val", help="validation data: a .npz, or 'synthetic' (default: none)")
+    p.add_argument("--out", required=True, type=Path, help="checkpoint path (.pt); the best one goes to <out>.best.pt")
+    p.add_argument("--variant", default=Default(TRAIN, "variant"), choices=list(VARIANTS),
+                   help="Table 1 variant (default %(default)s)")
+    p.add_argument("--width", type=int, default=Default(TRAIN, "width"),
+                   help="channels of the first step (paper 64; default %(default)s for CPU)")
+    p.add_argument("--anchor-base", type=float, default=Default(TRAIN, "anchor_base"),
+                   help="anchor base size in px (default %(default)s)")
+    p.add_argument("--steps", type=int, default=Default(TRAIN, "steps"), help="optimiser steps (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=Default(TRAIN, "batch_size"),
+                   help="crops per step (default %(default)s)")
+    p.add_argument("--crop", type=int, default=Default(TRAIN, "crop"),
+                   help="crop side in px, multiple of 16 (default %(default)s)")
+    p.add_argument("--lr", type=float, default=Default(TRAIN, "lr"), help="Adam learning rate (default %(default)s)")
+    p.add_argument("--seed", type=int, default=Default(TRAIN, "seed"),
+                   help="seed; fixes the run on CPU (default %(default)s)")
+    p.add_argument("--decay-from", type=int, metavar="STEP",
+                   help="decay the learning rate linearly from STEP to 0 at the last step (default: constant)")
+    p.add_argument("--val-every", type=int, default=Default(TRAIN, "val_every"),
+                   help="validate and checkpoint every N steps (default %(default)s)")
+    p.add_argument("--canonical-diameter", type=float, default=Default(TRAIN, "diameter"), metavar="PX",
+                   help="the model's canonical nucleus diameter: each training image is resampled so its median "
+                   "nucleus has this size, and inference resamples images to it (default %(default)s); 0 trains "
+                   "at the data's native scale")
+    p.add_argument("--diameter", dest="canonical_diameter", type=float, default=argparse.SUPPRESS,
+                   help=argparse.SUPPRESS)  # the former name of --canonical-diameter, still accepted
+    p.add_argument("--n-synthetic", type=int, default=64, help="images generated when --data/--val is 'synthetic'")
+    p.add_argument("--no-augment", dest="augment", action="store_false", default=None,
+                   help="plain random crops (no mirror/scale/rotation)")
+    p.add_argument("--no-resume", action="store_true", help="start over even if --out exists")
+    p.add_argument("--device", default="cpu", help="where the network trains: cpu, cuda, cuda:1 (default %(default)s; "
+                   "CUDA runs are not bit-reproducible)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="processes that draw batches ahead (default %(default)s; 2-4 keep a GPU busy)")
+    return p
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("eval", help="evaluate a model or saved predictions on annotated data")
+    p.add_argument("--data", required=True, help="annotated .npz in the shared layout")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--model", help="checkpoint to run on the images (default, without --pred: the shipped model)")
+    src.add_argument("--pred", help="predicted labels .npz (n, labels_0000, ...)")
+    p.add_argument("--markers", choices=["auto", "rpn", "distance", "none"], default="auto",
+                   help="watershed markers for --model: rpn (box centroids), distance (distance-transform peaks), "
+                   "none (connected components, no watershed), or auto (default): rpn if the model has an RPN, "
+                   "else distance")
+    p.add_argument("--diameter", type=_eval_diameter, default="gt",
+                   help=f"{DIAMETER_HELP}: estimated per image, or 'gt' (default): each image's ground-truth "
+                   "median, as for a known magnification; used with --model")
+    p.add_argument("--save-pred", type=Path, help="also write the labels predicted by --model to this .npz "
+                   "(ignored with --pred)")
+    p.add_argument("--device", help=DEVICE_HELP)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    return p
+
+
+def _add_segment(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("segment", help="segment the nuclei of one 2D image of any size",
+                       description="Segment one 2D image. Images over 4096x4096 px and Zarr arrays are processed "
+                       "block by block; from a Zarr array to a Zarr array in bounded memory.")
+    p.add_argument("input", type=Path, help="2D image: .tif/.tiff, .png, .npy or a .zarr array")
+    p.add_argument("output", type=Path, help="labels (uint32, 0 = background): .tif/.tiff, .npy or .zarr")
+    p.add_argument("--model", help="checkpoint (default: the shipped model)")
+    p.add_argument("--diameter", type=_diameter_px,
+                   help=f"{DIAMETER_HELP} (default): estimated from the image")
+    p.add_argument("--batch-size", type=int, help="448x448 tiles per forward pass (default 4)")
+    p.add_argument("--device", help=DEVICE_HELP)
+    p.add_argument("--min-size", type=int, metavar="PX", help=MIN_SIZE_HELP)
+    return p
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("demo", help="write a small synthetic plate and run the whole pipeline on it",
+                       description="Write a 2x3-well synthetic OME-Zarr plate (2 fields of 512x512 px per well) "
+                       "with known nucleus counts, run `hts run` on it on a local Dask cluster with the shipped "
+                       "model and print the counts beside the truth.")
+    p.add_argument("--out", type=Path, default=Path("hts-demo"),
+                   help="work folder (default %(default)s); a rerun segments the plate again")
+    p.add_argument("--workers", type=int, help=f"local {WORKERS_HELP}")
+    return p
+
+
+def _add_run(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("run", help="segment and count every field of an OME-Zarr plate or image on Dask",
+                       description="Segment every field of an OME-Zarr (NGFF 0.4/0.5) plate, or a single "
+                       "image, on a Dask cluster; write NGFF labels (<image>/labels/nuclei) and count tables "
+                       "(<name>.hts/ beside the output). Reruns skip finished fields.")
+    p.add_argument("path", type=Path, help="OME-Zarr plate or image")
+    p.add_argument("--channel", type=_channel,
+                   help="nucleus channel, by name (omero label) or index (default: the only one)")
+    p.add_argument("--z", type=int, help="z plane to segment (default: maximum projection over z)")
+    p.add_argument("--out", type=_path_str, help="write results to this Zarr (created with the plate layout, the "
+                   "nucleus plane and the labels) instead of into PATH (for read-only plates)")
+    p.add_argument("--cluster", default=Default(CLUSTER, "cluster"),
+                   help="local, slurm, or a running scheduler tcp://HOST:PORT (or tls://) (default %(default)s)")
+    p.add_argument("--workers", type=int, help=f"local: {WORKERS_HELP}; slurm: the most worker jobs "
+                   "(in place of --max-jobs)")
+    p.add_argument("--threads-per-worker", type=int,
+                   help="local: task threads per worker (default: cores / workers; each worker's torch uses cores "
+                   "/ workers threads either way); slurm: torch threads per task (default: a job's cores / its "
+                   "worker processes)")
+    p.add_argument("--batch-size", type=int, default=Default(RUN, "batch_size"),
+                   help="448x448 tiles per forward pass (default %(default)s)")
+    p.add_argument("--diameter", type=_diameter_px, help=f"{DIAMETER_HELP} (default): estimated once per plate; "
+                   "a rerun takes the diameter of the fields done earlier")
+    p.add_argument("--min-size", type=int, metavar="PX", help=MIN_SIZE_HELP)
+    p.add_argument("--model", help="checkpoint (default: the shipped model)")
+    p.add_argument("--device", help="torch device of the workers (default: cuda if the worker has a GPU, else cpu; "
+                   "where a worker sees several GPUs, worker i takes cuda:i)")
+    p.add_argument("--block", type=int, default=Default(RUN, "block"),
+                   help="px: a single image larger than this is processed in blocks of about this side with a "
+                   "halo, stitched so each nucleus has one label (default %(default)s)")
+    p.add_argument("--dashboard", default=Default(CLUSTER, "dashboard"),
+                   help="dashboard address of the scheduler a local or slurm run starts; a busy port falls back "
+                   "to a free one (default %(default)s)")
+    sl = p.add_argument_group("SLURM (--cluster slurm; an unset flag takes the dask-jobqueue profile's value)")
+    sl.add_argument("--jobqueue", help="dask-jobqueue YAML profile (template: cluster/jobqueue.yaml; default: the "
+                    "one Dask finds in ~/.config/dask/ or DASK_CONFIG)")
+    sl.add_argument("--partition", help="SLURM partition of the worker jobs")
+    sl.add_argument("--account", help="SLURM account")
+    sl.add_argument("--walltime", help="worker job walltime, HH:MM:SS")
+    sl.add_argument("--memory", help="memory per worker job, e.g. 32GB (default: the profile's, else 8GB per worker process)")
+    sl.add_argument("--cores", type=int, help="CPU cores per worker job (default: the profile's, else 2 per worker process)")
+    sl.add_argument("--gpus", type=int, default=Default(SLURM, "gpus"), help="GPUs per worker job (--gres=gpu:N, "
+                    "one worker each; 0: one CPU worker) (default %(default)s)")
+    sl.add_argument("--min-jobs", type=int, default=Default(SLURM, "min_jobs"),
+                    help="adaptive scaling: fewest worker jobs (default %(default)s)")
+    sl.add_argument("--max-jobs", type=int, default=Default(SLURM, "max_jobs"),
+                    help="adaptive scaling: most worker jobs (default %(default)s)")
+    sl.add_argument("--interface", help="network interface for scheduler and workers, e.g. ib0 (listens there only)")
+    sl.add_argument("--lifetime", help="retire workers after this long (e.g. 55m, under the walltime); "
+                    "adaptive scaling replaces them")
+    sl.add_argument("--lifetime-stagger", default=Default(SLURM, "lifetime_stagger"),
+                    help="spread of the lifetimes (default %(default)s)")
+    sl.add_argument("--tls", action="store_true", default=None,
+                    help="TLS between scheduler, workers and client (temporary certificates)")
+    sl.add_argument("--job-prologue", dest="prologue", action="append", metavar="LINE",
+                    help="a line for the worker job script before the worker starts, after the profile's "
+                    "(repeatable), e.g. 'source .venv/bin/activate'")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--resume", dest="overwrite", action="store_false", default=None,
+                      help="skip fields finished by an earlier run (default)")
+    mode.add_argument("--overwrite", dest="overwrite", action="store_true", default=None,
+                      help="recompute every field")
+    return p
+
+
+def _add_counts(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("counts", help="print the per-well nucleus counts of a run as CSV",
+                       description="Print the per-well counts (well,row,column,fields,n_nuclei,...) of the "
+                       "output of `hts run` as CSV on stdout.")
+    p.add_argument("path", type=Path, help="the output Zarr of `hts run` (or its .hts results folder)")
+    p.add_argument("--fields", action="store_true", help="one row per field instead of per well")
+    return p
+
+
+def _add_report(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("report", help="write an HTML report of a run (plate heatmaps, QC flags, thumbnails, metadata)",
+                       description="Write index.html with plate heatmaps (nuclei, area, intensity per well; a "
+                       "density map for single images), a histogram of nuclei per field, thumbnails with label "
+                       "outlines, QC flags (empty, saturated, out-of-focus fields; outlier wells; edge effect) and "
+                       "the run's metadata; print its path.")
+    p.add_argument("path", type=Path, help="the output Zarr of `hts run` (or its .hts results folder)")
+    p.add_argument("--out", type=Path, help="report folder (default: <name>.hts/report)")
+    return p
