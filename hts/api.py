@@ -18,8 +18,9 @@ from hts.engine.pipeline import (
     segment_image,
 )
 from hts.engine.preprocess import check_image, intensity_range
-from hts.engine.scale import estimate_diameter
+from hts.engine.size import estimate_diameter
 from hts.engine.stitch import aligned_blocks
+from hts.engine.tta import check_tta
 from hts.errors import HtsError
 from hts.model import InstanceUNet
 
@@ -37,6 +38,7 @@ def segment(
     threshold: float | None = None,
     min_size: int | None = None,
     progress: bool = False,
+    tta: int = 1,
 ) -> np.ndarray | zarr.Array:
     """Segment the nuclei of a 2D fluorescence image of any size.
 
@@ -45,8 +47,9 @@ def segment(
     or per block for large images, by percentiles). ``model``: a model, a
     checkpoint path, or None for the shipped default. ``diameter``: median
     nucleus diameter in px; the image is resampled so nuclei match the
-    model's canonical diameter; None estimates it (on a central crop of large
-    images). ``device``: torch device (default CUDA when available).
+    model's canonical diameter; None lets the network measure it
+    (:func:`hts.engine.size.estimate_diameter`; on a central 2048-px crop of
+    large images). ``device``: torch device (default CUDA when available).
     ``batch_size``: 448x448 tiles per forward pass (default 4).
 
     Returns uint32 labels of the same shape, 0 = background, 1..N = nuclei.
@@ -61,6 +64,9 @@ def segment(
     merged into the nucleus they touch, or dropped as noise when isolated;
     default: slivers under 10% of the median nucleus area merge, and objects
     under 5% of it or under 25 px are dropped (:func:`hts.engine.watershed.size_params`).
+    ``tta``: test-time augmentation, 1 (default: none), 4 (the network output
+    averaged over the image's flips) or 8 (flips and 90-degree rotations), at
+    4 or 8 times the network time (:mod:`hts.engine.tta`; gain and cost: docs/tta.md).
     """
     net = resolve_model(model)
     lazy = not isinstance(image, np.ndarray)
@@ -74,11 +80,13 @@ def segment(
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise HtsError(f"batch_size must be a positive integer, got {batch_size!r}")
     check_min_size(min_size)
+    check_tta(tta)
     if diameter is None and net.config.diameter is not None:
-        diameter = estimate_diameter(central_crop(image) if lazy else image)
+        diameter = estimate_diameter(net, central_crop(image) if lazy else image).diameter
     def run(checked: np.ndarray, value_range: tuple[float, float] | None = None) -> np.ndarray:
         labels, _ = segment_image(net, checked, diameter, device=device, batch_size=batch_size or 4,
-                                  threshold=threshold, min_size=min_size, value_range=value_range, progress=progress)
+                                  threshold=threshold, min_size=min_size, value_range=value_range, progress=progress,
+                                  tta=tta)
         return labels
 
     if not lazy and out is None and image.size <= IN_MEMORY_MAX_PIXELS:

@@ -63,7 +63,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         model = resolve_model(args.model)
         labels, probs = predict_dataset(model, data.images, args.device, progress=not args.json, markers=args.markers,
-                                        diameters=_eval_diameters(args.diameter, data))
+                                        diameters=_eval_diameters(args.diameter, data, model), tta=args.tta)
         if args.save_pred:
             save_labels_npz(args.save_pred, labels, data.ids)
     else:
@@ -83,14 +83,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval_diameters(spec: float | str | None, data) -> list[float | None]:
-    """Per image, the diameter of ``eval --diameter``: ``gt``, None (``auto``: estimated) or px."""
-    from hts.engine.scale import estimate_diameter, median_diameter
+def _eval_diameters(spec: float | str | None, data, model) -> list[float | None]:
+    """Per image, the diameter of ``eval --diameter``: ``gt``, None (``auto``: measured by ``model``) or px."""
+    from hts.engine.scale import median_diameter
+    from hts.engine.size import estimate_diameter
 
     if spec == "gt":
         return [median_diameter(lb) for lb in data.labels]
     if spec is None:
-        return [estimate_diameter(im) for im in data.images]
+        return [estimate_diameter(model, im).diameter for im in data.images]
     return [float(spec)] * len(data)
 
 
@@ -106,7 +107,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         check_label_path(args.output)
     image = open_image(args.input)
     labels = segment(image, args.model, diameter=args.diameter, device=args.device, batch_size=args.batch_size,
-                     out=args.output if to_zarr else None, min_size=args.min_size, progress=True)
+                     out=args.output if to_zarr else None, min_size=args.min_size, progress=True, tta=args.tta)
     if not to_zarr:
         write_label_file(args.output, labels)
     n = labels.attrs["n_nuclei"] if to_zarr else int(labels.max())

@@ -30,6 +30,9 @@ MIN_SIZE_HELP = ("px: objects under this size are merged into the nucleus they t
 DIAMETER_HELP = "median nucleus diameter of the input images in px, or 'auto'"
 DEVICE_HELP = "torch device (default: cuda if available, else cpu)"
 WORKERS_HELP = "worker processes (default: one per visible GPU, else one with a task thread per core)"
+TTA = (1, 4, 8)  # the choices of --tta (hts.engine.tta.TTA_CHOICES, not imported: it brings torch)
+TTA_HELP = ("test-time augmentation: the network output averaged over 4 flips or 8 flips and 90-degree rotations of "
+            "each image, at 4 or 8 times the network time; 1: none")
 
 
 class Default:
@@ -257,6 +260,17 @@ def _add_train(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--n-synthetic", type=int, default=64, help="images generated when --data/--val is 'synthetic'")
     p.add_argument("--no-augment", dest="augment", action="store_false", default=None,
                    help="plain random crops (no mirror/scale/rotation)")
+    p.add_argument("--scale-range", nargs=2, type=float, metavar=("LO", "HI"), default=Default(TRAIN, "scale_range"),
+                   help="range of the random scale factor; the paper's default is drawn uniformly, any other range "
+                   "log-uniformly, e.g. 0.5 2 for screens whose nuclei stray from the canonical size (default "
+                   "%(default)s)")
+    p.add_argument("--photometric", action="store_true", default=Default(TRAIN, "photometric"),
+                   help="also perturb intensities as they differ between screens: gain, gamma, contrast, shading, "
+                   "background, noise, defocus, JPEG, debris, saturation; see docs/augmentation.md (default "
+                   "%(default)s)")
+    p.add_argument("--init", metavar="CKPT", default=Default(TRAIN, "init"),
+                   help="start from the weights of this checkpoint (fine-tuning, e.g. hts/model/weights/default.pt); "
+                   "its architecture must match; the optimiser starts fresh (default: random weights)")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out exists")
     p.add_argument("--device", default="cpu", help="where the network trains: cpu, cuda, cuda:1 (default %(default)s; "
                    "CUDA runs are not bit-reproducible)")
@@ -281,6 +295,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--save-pred", type=Path, help="also write the labels predicted by --model to this .npz "
                    "(ignored with --pred)")
     p.add_argument("--device", help=DEVICE_HELP)
+    p.add_argument("--tta", type=int, choices=TTA, default=1, help=f"{TTA_HELP} (default %(default)s); used with --model")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p
 
@@ -297,6 +312,7 @@ def _add_segment(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="448x448 tiles per forward pass (default 4)")
     p.add_argument("--device", help=DEVICE_HELP)
     p.add_argument("--min-size", type=int, metavar="PX", help=MIN_SIZE_HELP)
+    p.add_argument("--tta", type=int, choices=TTA, default=1, help=f"{TTA_HELP} (default %(default)s)")
     return p
 
 
@@ -335,6 +351,8 @@ def _add_run(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--diameter", type=_diameter_px, help=f"{DIAMETER_HELP} (default): estimated once per plate; "
                    "a rerun takes the diameter of the fields done earlier")
     p.add_argument("--min-size", type=int, metavar="PX", help=MIN_SIZE_HELP)
+    p.add_argument("--tta", type=int, choices=TTA, default=Default(RUN, "tta"), metavar="{1,4,8}",
+                   help=f"{TTA_HELP}; a rerun must give that of the fields done earlier (default %(default)s)")
     p.add_argument("--model", help="checkpoint (default: the shipped model)")
     p.add_argument("--device", help="torch device of the workers (default: cuda if the worker has a GPU, else cpu; "
                    "where a worker sees several GPUs, worker i takes cuda:i)")

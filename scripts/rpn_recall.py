@@ -15,7 +15,8 @@ import argparse
 from hts.engine.infer import predict
 from hts.engine.pipeline import resolve_model
 from hts.engine.preprocess import normalize
-from hts.engine.scale import estimate_diameter, median_diameter, scale_factor
+from hts.engine.scale import median_diameter, scale_factor
+from hts.engine.size import estimate_diameter
 from hts.model.boxes import box_centroids
 from hts.training.data import load_npz
 from hts.training.metrics import centroid_recall
@@ -30,7 +31,7 @@ def main() -> None:
     data, model = load_npz(args.data), resolve_model(args.model)
     total = {"n_gt": 0, "hit": 0, "single": 0, "split": 0, "stray": 0, "markers": 0}
     for image, labels in zip(data.images, data.labels):
-        d = median_diameter(labels) if args.diameter == "gt" else estimate_diameter(image)
+        d = median_diameter(labels) if args.diameter == "gt" else estimate_diameter(model, image).diameter
         pred = predict(model, normalize(image), scale=scale_factor(model.config.diameter, d))
         b = pred.boxes
         counts = centroid_recall(labels, box_centroids(b))

@@ -112,15 +112,21 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, data_npz, tiny_ckpt):
         assert len(lines) == 1 and lines[0].startswith("hts: error: ") and match in lines[0], (args, proc.stderr)
 
 
-def test_segment_without_default_model_says_so(tmp_path):
-    np.save(tmp_path / "img.npy", np.zeros((32, 32), np.uint8))
-    proc = hts("segment", tmp_path / "img.npy", tmp_path / "o.tif", check=False)
-    from hts.model.pretrained import default_model_path
+def test_segment_without_default_model_says_so(tmp_path, monkeypatch, capsys):
+    """With the shipped weights absent (WEIGHTS_DIR pointed at an empty folder), one line names the missing file."""
+    from hts.cli import main
+    from hts.model import pretrained
 
-    if default_model_path().exists():
-        assert proc.returncode == 0
-    else:
-        assert proc.returncode == 2 and "no default model is installed" in proc.stderr
+    np.save(tmp_path / "img.npy", np.zeros((32, 32), np.uint8))
+    monkeypatch.setattr(pretrained, "WEIGHTS_DIR", tmp_path / "no-weights")
+    pretrained.default_model.cache_clear()  # a model loaded earlier in this process would hide the missing file
+    missing = pretrained.default_model_path()
+    assert missing == tmp_path / "no-weights" / "default.pt" and not missing.exists()
+    assert main(["segment", str(tmp_path / "img.npy"), str(tmp_path / "o.tif")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hts: error: no default model is installed"), lines
+    assert f"{missing} not found" in lines[0], lines
+    assert not (tmp_path / "o.tif").exists()
 
 
 @pytest.mark.slow

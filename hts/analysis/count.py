@@ -11,14 +11,35 @@ WELL_COLUMNS = ["well", "row", "column", "fields", "n_nuclei", "mean_per_field",
 
 
 def measure_nuclei(labels: np.ndarray, image: np.ndarray) -> pd.DataFrame:
-    """One row per nucleus of ``labels (H, W)`` uint: label, centroid (px), area (px), intensities of ``image``.
+    """One row per nucleus: label, centroid, area and intensities, the per-nucleus table of a run.
 
     The values of :func:`skimage.measure.regionprops_table` (``centroid``,
     ``area``, ``intensity_mean``, ``intensity_max``, ``eccentricity``; rows
     in label order), computed with one ``bincount`` per moment over the
-    foreground pixels: ~10x faster than regionprops, which loops over nuclei
-    in Python and cost as much as the watershed per field. Solidity is left
-    out: a convex hull per nucleus costs more than the watershed.
+    foreground pixels instead of regionprops' Python loop over nuclei, which
+    was a large share of a field's post-processing (timings:
+    docs/performance.md). Solidity is left out: a convex hull per nucleus
+    costs more than the watershed.
+
+    Parameters
+    ----------
+    labels : (H, W) int ndarray
+        Instance labels, 0 = background; ids need not be sequential or dense
+        (a slide block's global labels).
+    image : (H, W) ndarray
+        The intensity plane measured (any real dtype).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`NUCLEUS_COLUMNS`: ``label`` (uint32), ``centroid_y``,
+        ``centroid_x`` (px), ``area`` (px^2, int64), ``mean_intensity``,
+        ``max_intensity`` (image units), ``eccentricity`` (in [0, 1]).
+
+    Raises
+    ------
+    ValueError
+        When ``labels`` and ``image`` differ in shape.
     """
     if labels.shape != image.shape:
         raise ValueError(f"labels {labels.shape} and image {image.shape} differ in shape")
@@ -63,6 +84,17 @@ def field_quality(plane: np.ndarray) -> dict[str, float]:
     images; 0 for float). ``focus``: variance of the Laplacian of the plane
     divided by its squared mean (dimensionless; blur lowers it).
     ``mean_plane_intensity``: mean pixel value.
+
+    Parameters
+    ----------
+    plane : (H, W) ndarray
+        The nucleus channel of one field, its stored dtype.
+
+    Returns
+    -------
+    dict of str to float
+        ``saturated_fraction`` (in [0, 1]), ``focus`` (>= 0) and
+        ``mean_plane_intensity`` (image units).
     """
     from scipy import ndimage
 
@@ -78,7 +110,19 @@ def well_table(fields: pd.DataFrame) -> pd.DataFrame:
     """Per-well counts from a per-field table (columns well, row, column, n_nuclei, mean_area, mean_intensity).
 
     ``mean_area`` and ``mean_intensity`` are nucleus-weighted means over the
-    well's fields; wells come out in plate order (row, then column).
+    well's fields, so a field with more nuclei counts more.
+
+    Parameters
+    ----------
+    fields : pandas.DataFrame
+        One row per field, in plate order.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`WELL_COLUMNS`, one row per well in order of first
+        appearance (plate order: row, then column); ``mean_area`` in px^2,
+        NaN for a well without nuclei.
     """
     if fields.empty:
         return pd.DataFrame(columns=WELL_COLUMNS)

@@ -223,7 +223,8 @@ class PlateResults:
         group = self._group(path)
         info = image_info(group, path)
         opts = self.record.get("options", {})
-        channel = resolve_channel(info, opts.get("channel"), path)
+        # an output field copied without its channels (2D y, x) has no channel to resolve
+        channel = resolve_channel(info, opts.get("channel"), path) if "c" in info.axes else 0
         plane = select_plane(da.from_zarr(group[info.levels[level]]), info, channel, opts.get("z"))
         return xr.DataArray(plane, dims=("y", "x"), name="image",
                             attrs={"well": well or "", "field": "" if field is None else str(field), "path": path,
@@ -294,7 +295,7 @@ class PlateResults:
         img = self.image(well, field, level).values
         lab = self.labels(well, field, lab_level).values
         if lab.shape != img.shape:
-            from hts.io.ngff import downsample_to
+            from hts.io.ngff_write import downsample_to
 
             lab = downsample_to(lab, img.shape)
         return np.asarray(img), np.asarray(lab)

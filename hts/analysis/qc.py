@@ -53,7 +53,18 @@ def robust_z(values: pd.Series) -> pd.Series:
 
     When the MAD is 0 (more than half the values equal) the mean absolute
     deviation (x 1.2533) is the scale instead; when that is 0 too (all values
-    equal) every z is 0. NaN values stay NaN; never inf.
+    equal) every z is 0. NaN values stay NaN; never inf. Robust because the
+    outliers being looked for must not set the scale they are judged by.
+
+    Parameters
+    ----------
+    values : pandas.Series
+        Numbers (non-numeric entries count as NaN).
+
+    Returns
+    -------
+    pandas.Series of float
+        Same index.
     """
     x = pd.to_numeric(values, errors="coerce").astype(float)
     med = x.median()
@@ -74,7 +85,27 @@ def _join(flags: list[list[str]]) -> list[str]:
 
 def flag_fields(fields: pd.DataFrame, empty_min: int = EMPTY_MIN_NUCLEI, empty_fraction: float = EMPTY_FRACTION,
                 saturated: float = SATURATED_FRACTION, focus_fraction: float = FOCUS_FRACTION) -> pd.DataFrame:
-    """The per-field table with ``z`` (robust z of ``n_nuclei``) and ``flags`` (empty, saturated, out_of_focus)."""
+    """The per-field table with ``z`` (robust z of ``n_nuclei``) and ``flags`` (empty, saturated, out_of_focus).
+
+    Parameters
+    ----------
+    fields : pandas.DataFrame
+        Per-field table with ``n_nuclei`` and, when measured,
+        ``saturated_fraction`` and ``focus``.
+    empty_min : int, optional
+        Fewer nuclei than this is always ``empty``.
+    empty_fraction : float, optional
+        Below this fraction of the median field count is ``empty``.
+    saturated : float, optional
+        Above this fraction of pixels at the dtype maximum is ``saturated``.
+    focus_fraction : float, optional
+        Focus below this fraction of the median (non-empty fields) is ``out_of_focus``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A copy with ``z`` and ``flags`` (names joined by ``;``, ``""`` when none).
+    """
     out = fields.copy()
     n = pd.to_numeric(out["n_nuclei"], errors="coerce")
     median = n.median()
@@ -93,8 +124,23 @@ def flag_fields(fields: pd.DataFrame, empty_min: int = EMPTY_MIN_NUCLEI, empty_f
 
 
 def flag_wells(wells: pd.DataFrame, fields: pd.DataFrame | None = None, outlier_z: float = OUTLIER_Z) -> pd.DataFrame:
-    """The per-well table with ``z`` (robust z of nuclei per field), ``flags`` (outlier) and, given the flagged
-    field table, ``flagged_fields`` (the number of the well's fields with any flag)."""
+    """The per-well table with ``z`` (robust z of nuclei per field) and ``flags`` (outlier).
+
+    Parameters
+    ----------
+    wells : pandas.DataFrame
+        Per-well table with ``mean_per_field`` (else ``n_nuclei`` is used).
+    fields : pandas.DataFrame, optional
+        The flagged field table (:func:`flag_fields`); adds ``flagged_fields``,
+        the number of the well's fields with any flag.
+    outlier_z : float, optional
+        ``|z|`` above this is an ``outlier``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A copy with ``z``, ``flags`` and, given ``fields``, ``flagged_fields``.
+    """
     out = wells.copy()
     per_field = pd.to_numeric(out["mean_per_field"], errors="coerce") if "mean_per_field" in out else out["n_nuclei"]
     out["z"] = robust_z(per_field)
@@ -120,12 +166,31 @@ class EdgeEffect:
     note: str = ""
 
     def as_dict(self) -> dict:
+        """The fields as a JSON-ready dict."""
         return asdict(self)
 
 
 def edge_effect(wells: pd.DataFrame, rows: list[str], columns: list[str],
                 tolerance: float = EDGE_TOLERANCE) -> EdgeEffect:
-    """Compare the outer ring of the plate layout ``rows x columns`` (first/last row or column) with the rest."""
+    """Compare the outer ring of the plate layout ``rows x columns`` (first/last row or column) with the rest.
+
+    Evaporation and temperature gradients act on the rim of a plate, so its
+    wells' counts drift against the inner wells.
+
+    Parameters
+    ----------
+    wells : pandas.DataFrame
+        Per-well table with ``row``, ``column`` and ``mean_per_field``.
+    rows, columns : list of str
+        The plate layout's row and column names, in order.
+    tolerance : float, optional
+        Flag when ``|outer / inner - 1|`` exceeds it.
+
+    Returns
+    -------
+    EdgeEffect
+        With a ``note`` saying why when it could not be evaluated.
+    """
     if wells.empty or not rows or not columns:
         return EdgeEffect(tolerance=tolerance, note="no wells")
     ri = {str(r): i for i, r in enumerate(rows)}
@@ -174,7 +239,19 @@ class QC:
 
 def run_qc(fields: pd.DataFrame, wells: pd.DataFrame, rows: list[str] | None = None,
            columns: list[str] | None = None) -> QC:
-    """Flag the fields and wells of a run; the edge effect needs the plate layout (``rows``, ``columns``)."""
+    """Flag the fields and wells of a run, with the default thresholds.
+
+    Parameters
+    ----------
+    fields, wells : pandas.DataFrame
+        The run's per-field and per-well tables (:mod:`hts.io.results`).
+    rows, columns : list of str, optional
+        The plate layout, needed for the edge effect.
+
+    Returns
+    -------
+    QC
+    """
     f = flag_fields(fields)
     w = flag_wells(wells, f)
     edge = edge_effect(w, rows or [], columns or []) if len(w) else EdgeEffect(note="no well layout")

@@ -35,7 +35,21 @@ HEATMAPS = (("n_nuclei", "nuclei per well", "viridis"), ("mean_area", "mean nucl
 
 
 def plate_matrix(wells: pd.DataFrame, rows: list[str], columns: list[str], column: str) -> np.ndarray:
-    """``wells[column]`` laid out as the plate, ``(len(rows), len(columns))``; NaN where a well is absent."""
+    """``wells[column]`` laid out as the plate; NaN where a well is absent.
+
+    Parameters
+    ----------
+    wells : pandas.DataFrame
+        Per-well table with ``row`` and ``column`` (names) and the values.
+    rows, columns : list of str
+        The plate layout's row and column names, in order.
+    column : str
+        The numeric column to lay out.
+
+    Returns
+    -------
+    (len(rows), len(columns)) float64 ndarray
+    """
     m = np.full((len(rows), len(columns)), np.nan)
     ri, ci = {r: i for i, r in enumerate(rows)}, {c: i for i, c in enumerate(columns)}
     for r, c, v in zip(wells["row"].astype(str), wells["column"].astype(str), pd.to_numeric(wells[column])):
@@ -190,7 +204,25 @@ SCRIPT = """window.addEventListener("load", function () {
 
 
 def write_report(path: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> Path:
-    """Write the report of the run on ``path`` (output Zarr or ``.hts`` folder); returns ``index.html``."""
+    """Write the HTML report of a run, with its PNGs, ``report.json`` and the QC tables.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The run's output Zarr or its ``.hts`` folder.
+    out_dir : str or os.PathLike, optional
+        Where to write; default ``<name>.hts/report/``.
+
+    Returns
+    -------
+    pathlib.Path
+        The ``index.html`` written.
+
+    Raises
+    ------
+    HtsError
+        When ``path`` holds no run results.
+    """
     from hts.analysis.qc import EMPTY_FRACTION, EMPTY_MIN_NUCLEI
 
     res = open_results(path)

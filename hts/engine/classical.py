@@ -15,11 +15,28 @@ from hts.engine.watershed import distance_markers, watershed_layer
 
 
 def classical_segment(image: np.ndarray, sigma: float = 1.0, min_distance: int = 5, min_size: int = 10) -> np.ndarray:
-    """Instance labels ``(H, W)`` uint32 of the classical pipeline.
+    """Instance labels of the classical pipeline: the peer without deep learning.
 
-    ``sigma``: Gaussian smoothing in px; ``min_distance``: minimum distance
-    (px) between two markers; ``min_size``: objects smaller than this (px)
-    are noise and removed.
+    Percentile normalisation, Gaussian smoothing, Otsu threshold, opening and
+    hole filling, then a watershed from distance-transform peaks. Also how
+    :mod:`hts.engine.scale` estimates the nucleus diameter.
+
+    Parameters
+    ----------
+    image : (H, W) array_like
+        Intensity image, any real dtype (checked by
+        :func:`hts.engine.preprocess.check_image`).
+    sigma : float, optional
+        Gaussian smoothing, px.
+    min_distance : int, optional
+        Minimum distance between two markers, px.
+    min_size : int, optional
+        Objects smaller than this area (px^2) are noise and removed.
+
+    Returns
+    -------
+    (H, W) uint32 ndarray
+        0 = background, nuclei 1..N sequential; all 0 for a constant image.
     """
     norm = ndimage.gaussian_filter(normalize(check_image(image)), sigma)
     if norm.max() <= norm.min():

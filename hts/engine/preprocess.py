@@ -16,9 +16,27 @@ OTSU_CLIP_PERCENTILE = 99.0  # objects for the typical brightness: Otsu on the i
 def check_image(image: object, name: str = "image") -> np.ndarray:
     """Return ``image`` as a 2D numeric numpy array or raise a one-line :class:`HtsError`.
 
-    Refused: non-arrays that numpy cannot read as numbers, anything not 2D,
-    empty arrays, bool/complex/object/string dtypes, NaN or inf pixels.
-    ``name`` (a file or parameter) is named in the message.
+    Every entry point checks its input here, so a bad image ends with one
+    clear message instead of a traceback deep in numpy or torch.
+
+    Parameters
+    ----------
+    image : array_like
+        Candidate ``(H, W)`` intensity image.
+    name : str, optional
+        A file or parameter name, used in the message.
+
+    Returns
+    -------
+    (H, W) ndarray
+        ``image`` as an array (not copied when it already is one), integer or
+        floating dtype.
+
+    Raises
+    ------
+    HtsError
+        For input numpy cannot read as numbers, anything not 2D, an empty
+        array, bool/complex/object/string dtypes, NaN or inf pixels.
     """
     try:
         arr = np.asarray(image)
@@ -38,7 +56,18 @@ def check_image(image: object, name: str = "image") -> np.ndarray:
 
 
 def as_numpy(array) -> np.ndarray:
-    """A numpy array from a numpy, zarr or dask (slice of an) array, reading it now."""
+    """A numpy array from a numpy, zarr or dask (slice of an) array, reading it now.
+
+    Parameters
+    ----------
+    array : array_like
+        numpy, zarr or dask array (``.compute()`` is called when present).
+
+    Returns
+    -------
+    ndarray
+        Same shape and dtype.
+    """
     return np.asarray(array.compute() if hasattr(array, "compute") else array)
 
 
@@ -48,11 +77,22 @@ def percentile_range(values: np.ndarray, percentiles: tuple[float, float] = PERC
     When the high percentile equals the maximum, more than 0.2% of the
     pixels sit exactly at it: a saturated camera, a clipped 8/12/16-bit
     range, bright debris. Those pixels are then left out, because otherwise
-    they set ``hi`` and darken every nucleus (0.5% of saturated pixels cut
-    AP@0.5 on the validation images from 0.83 to 0.59). Falls back to all
-    pixels when the rest is constant (a two-level image). For a 2D image,
-    objects far brighter than its nuclei (:func:`bright_outliers`) are left
-    out too.
+    they set ``hi`` and darken every nucleus (measured effect: see
+    docs/performance.md). Falls back to all pixels when the rest is
+    constant (a two-level image). For a 2D image, objects far brighter than
+    its nuclei (:func:`bright_outliers`) are left out too.
+
+    Parameters
+    ----------
+    values : ndarray
+        Pixel values, any shape (a 2D image also gets the debris rule).
+    percentiles : tuple of float, optional
+        Low and high percentile, in [0, 100].
+
+    Returns
+    -------
+    lo, hi : float
+        Intensities in the units of ``values``.
     """
     arr = np.asarray(values, np.float32)
     lo, clip, hi = np.percentile(arr, (percentiles[0], OTSU_CLIP_PERCENTILE, percentiles[1]))  # one sort
@@ -88,9 +128,22 @@ def bright_outliers(image: np.ndarray, lo: float, hi: float, clip: float | None 
     times that typical brightness above ``lo``, when they are at least
     0.05% of the image (a few hot pixels do not move the 99.8th
     percentile) and at most half of the object pixels (otherwise they are
-    the nuclei). Textured debris over 0.5% of a validation image at 4x the
-    nuclei's brightness cut AP@0.5 from 0.86 to 0.71; with this rule 0.84.
-    ``clip``: the image's OTSU_CLIP_PERCENTILE when the caller has it.
+    the nuclei). Why: debris would set the high percentile and darken the
+    nuclei (measured effect: see docs/performance.md).
+
+    Parameters
+    ----------
+    image : (H, W) float ndarray
+        The image.
+    lo, hi : float
+        Its low and high percentiles (image units).
+    clip : float, optional
+        The image's OTSU_CLIP_PERCENTILE when the caller has it (saves a sort).
+
+    Returns
+    -------
+    (H, W) bool ndarray or None
+        True on debris pixels; None when the rule does not fire.
     """
     from scipy import ndimage
     from skimage.filters import threshold_otsu
@@ -121,6 +174,20 @@ def intensity_range(image, percentiles: tuple[float, float] = PERCENTILES, max_s
 
     Large images are normalised with one range for all their blocks, so an
     empty block is not stretched into false nuclei.
+
+    Parameters
+    ----------
+    image : (H, W) array_like
+        numpy, zarr or dask array; only the subsample is read.
+    percentiles : tuple of float, optional
+        Low and high percentile, in [0, 100].
+    max_samples : int, optional
+        Pixels read at most (every ``step``-th row and column).
+
+    Returns
+    -------
+    lo, hi : float
+        Intensities in image units, for ``normalize(..., value_range=)``.
     """
     h, w = image.shape
     step = max(1, int(np.ceil(np.sqrt(h * w / max_samples))))
@@ -135,10 +202,25 @@ def normalize(
 ) -> np.ndarray:
     """Percentile-normalised float32 copy: the low percentile maps to 0, the high one to 1.
 
-    Robust to the 8/16-bit and float ranges of real microscopes and to
-    saturated pixels (see :func:`percentile_range`). A constant image maps
-    to all zeros (no nuclei, no error). ``value_range`` gives ``(lo, hi)``
-    explicitly (see :func:`intensity_range`).
+    The network was trained on images normalised this way, so the 8/16-bit
+    and float ranges of real microscopes all look alike to it; saturated
+    pixels and debris are handled by :func:`percentile_range`. A constant
+    image maps to all zeros (no nuclei, no error).
+
+    Parameters
+    ----------
+    image : ndarray
+        Intensities, any shape and real dtype (usually ``(H, W)``).
+    percentiles : tuple of float, optional
+        Low and high percentile, in [0, 100].
+    value_range : tuple of float, optional
+        ``(lo, hi)`` in image units, instead of the image's own percentiles
+        (see :func:`intensity_range`).
+
+    Returns
+    -------
+    ndarray
+        float32, shape of ``image``; not clipped, so values may leave [0, 1].
     """
     arr = np.asarray(image, np.float32)
     lo, hi = percentile_range(arr, percentiles) if value_range is None else value_range

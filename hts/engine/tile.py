@@ -27,6 +27,27 @@ def tile_starts(length: int, tile: int, overlap: int, align: int = STRIDE) -> np
     image: ``length`` and ``tile`` must be multiples of ``align`` too. The
     last tile ends exactly at ``length``; a ``length`` up to ``tile`` gives a
     single tile at 0.
+
+    Parameters
+    ----------
+    length : int
+        Side of the (padded) image along one axis, px.
+    tile : int
+        Tile side, px.
+    overlap : int
+        Minimum overlap of neighbouring tiles, px.
+    align : int, optional
+        The starts' grid, px (the network's stride, 16).
+
+    Returns
+    -------
+    (n,) int64 ndarray
+        Sorted, distinct start offsets, px.
+
+    Raises
+    ------
+    HtsError
+        When ``tile <= overlap + align`` or a side is off the ``align`` grid.
     """
     if length <= tile:
         return np.zeros(1, np.int64)
@@ -46,6 +67,18 @@ def ownership_bounds(starts: np.ndarray, tile: int) -> np.ndarray:
     the cores partition the axis and each core lies at least half an overlap
     from the edges of its tile. A nucleus is kept only from the tile owning
     its centroid: exactly one tile answers for each nucleus.
+
+    Parameters
+    ----------
+    starts : (n,) int ndarray
+        Tile starts from :func:`tile_starts`, px.
+    tile : int
+        Tile side, px.
+
+    Returns
+    -------
+    (n, 2) float64 ndarray
+        ``[lo, hi)`` per tile, px; the first ``lo`` is -inf and the last ``hi`` inf.
     """
     mids = (starts[1:] + starts[:-1] + tile) / 2.0
     lo = np.concatenate(([-np.inf], mids))
@@ -60,10 +93,23 @@ def blend_ramp(tile: int, overlap: int, margin: int = EDGE_MARGIN) -> np.ndarray
     ``overlap - margin`` px from each end, so a neighbour's weight falls as
     this tile's rises. The outer px are where the network saw the zero
     padding beyond the tile instead of the image, so they differ most
-    from a single pass; leaving them out (weight 1e-3, never 0, so a pixel
-    covered by one tile only keeps that tile's value) raised tiled vs
-    single-pass agreement from 98.9% to 99.7% for a learning-rate-decayed
-    model. ``margin`` is capped at a quarter of the overlap.
+    from a single pass; they are left out (weight 1e-3, never 0, so a pixel
+    covered by one tile only keeps that tile's value), which raises tiled vs
+    single-pass agreement (see docs/performance.md).
+
+    Parameters
+    ----------
+    tile : int
+        Tile side, px.
+    overlap : int
+        Tile overlap, px.
+    margin : int, optional
+        Outer px left out; capped at a quarter of ``overlap``.
+
+    Returns
+    -------
+    (tile,) float32 ndarray
+        Weights in [1e-3, 1]; the 2D weight is the outer product of two ramps.
     """
     m = min(margin, overlap // 4)
     i = np.arange(tile, dtype=np.float32) + 0.5
@@ -89,6 +135,22 @@ def tile_grid(shape: tuple[int, int], tile: int = TILE, overlap: int = OVERLAP) 
     of the network's stride (16). An image side shorter than ``tile`` uses
     one tile of that side rounded up to a multiple of the stride (no wasted
     computation on small images).
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(H, W)`` of the image in the network's frame, px.
+    tile : int, optional
+        Tile side, px.
+    overlap : int, optional
+        Minimum tile overlap, px.
+
+    Returns
+    -------
+    tiles : list of Tile
+        Row-major, with their cores from :func:`ownership_bounds`.
+    tile_shape : tuple of int
+        ``(th, tw)``, px, multiples of 16.
     """
     h, w = shape
     ph, pw = -(-h // STRIDE) * STRIDE, -(-w // STRIDE) * STRIDE

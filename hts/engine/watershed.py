@@ -15,13 +15,23 @@ from hts.errors import HtsError
 
 
 def centroid_markers(centroids_xy: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Marker image ``(H, W)`` int32 with marker ``i + 1`` at the pixel of centroid ``i``.
+    """Marker image with marker ``i + 1`` at the pixel of centroid ``i``.
 
-    ``centroids_xy (N, 2)`` are ``(x, y)`` in pixels (as from box centroids
-    ``((x1+x2)/2, (y1+y2)/2)``); a centroid at ``x`` lies in pixel column
-    ``floor(x)``. Centroids outside the image or on background are dropped
-    (a marker on background would grow nothing); when two land on the same
-    pixel, the first wins.
+    A centroid at ``x`` lies in pixel column ``floor(x)``. Centroids outside
+    the image or on background are dropped (a marker on background would
+    grow nothing); when two land on the same pixel, the first wins.
+
+    Parameters
+    ----------
+    centroids_xy : (N, 2) float ndarray
+        ``(x, y)`` in px, as from box centroids ``((x1+x2)/2, (y1+y2)/2)``.
+    mask : (H, W) bool ndarray
+        Foreground.
+
+    Returns
+    -------
+    (H, W) int32 ndarray
+        0 = no marker.
     """
     h, w = mask.shape
     markers = np.zeros((h, w), np.int32)
@@ -43,18 +53,37 @@ def watershed_layer(
     min_size: int = 0,
     noise_size: int | None = None,
 ) -> np.ndarray:
-    """Instance labels ``(H, W)`` uint32 (0 = background, 1..N sequential).
+    """The paper's watershed layer: instance labels from a foreground mask and markers.
 
-    ``foreground (H, W)`` bool is the U-Net mask (probability > 0.5);
-    ``markers (H, W)`` int, 0 = no marker. The watershed floods the negative
-    Euclidean distance transform of the mask from the markers, so the lines
-    fall on the necks between touching nuclei. A foreground component that
-    receives no marker still becomes one nucleus: nothing is silently dropped.
-    Objects smaller than ``min_size`` px are merged into the touching
-    nucleus they share most border with (watershed slivers); isolated ones
-    smaller than ``noise_size`` px (default ``min_size``) are removed as
-    noise. An object under ``noise_size`` that touches another is merged,
-    not removed, so no foreground inside a nucleus is lost. 0 keeps all.
+    The watershed floods the negative Euclidean distance transform of the
+    mask from the markers, so the lines fall on the necks between touching
+    nuclei. A foreground component that receives no marker still becomes
+    one nucleus: nothing is silently dropped. An object under ``noise_size``
+    that touches another is merged, not removed, so no foreground inside a
+    nucleus is lost.
+
+    Parameters
+    ----------
+    foreground : (H, W) bool ndarray
+        The U-Net mask (probability above the foreground threshold).
+    markers : (H, W) int ndarray
+        0 = no marker (see :func:`centroid_markers`, :func:`distance_markers`).
+    min_size : int, optional
+        Objects under this area (px^2) merge into the touching nucleus they
+        share most border with (watershed slivers); 0 keeps all.
+    noise_size : int, optional
+        Isolated objects under this area (px^2) are removed as noise;
+        default ``min_size``.
+
+    Returns
+    -------
+    (H, W) uint32 ndarray
+        0 = background, nuclei 1..N sequential.
+
+    Raises
+    ------
+    HtsError
+        When ``foreground`` is not 2D or ``markers`` has another shape.
     """
     foreground = np.asarray(foreground, bool)
     if foreground.ndim != 2:
@@ -77,11 +106,23 @@ def watershed_layer(
 
 
 def merge_small(labels: np.ndarray, min_size: int) -> np.ndarray:
-    """Merge objects under ``min_size`` px into the neighbour sharing most 4-connected border.
+    """Merge objects under ``min_size`` px^2 into the neighbour sharing most 4-connected border.
 
     Objects with no neighbour are left for :func:`relabel` to drop. Chains
     (a small object whose best neighbour is small too) end at a large one
     where one exists.
+
+    Parameters
+    ----------
+    labels : (H, W) non-negative int ndarray
+        Instance labels, 0 = background.
+    min_size : int
+        Area threshold, px^2.
+
+    Returns
+    -------
+    (H, W) int ndarray
+        Same ids, small objects renamed to their neighbour's (not sequential).
     """
     areas = np.bincount(labels.ravel())
     small = (areas > 0) & (areas < min_size)
@@ -113,10 +154,22 @@ def merge_small(labels: np.ndarray, min_size: int) -> np.ndarray:
 
 
 def relabel(labels: np.ndarray, min_size: int = 0) -> np.ndarray:
-    """Sequential uint32 labels 1..N (in order of the input ids), dropping objects < ``min_size`` px.
+    """Sequential uint32 labels 1..N (in order of the input ids), dropping objects < ``min_size`` px^2.
 
-    Non-negative integer ``labels``; one ``bincount`` when the ids are dense
-    (the usual case: a sort of every pixel cost a quarter of the watershed).
+    One ``bincount`` when the ids are dense (the usual case), which is much
+    cheaper than a sort of every pixel (see docs/performance.md).
+
+    Parameters
+    ----------
+    labels : ndarray
+        Non-negative integer labels, any shape; 0 = background.
+    min_size : int, optional
+        Objects under this area (px^2) become background.
+
+    Returns
+    -------
+    uint32 ndarray
+        Shape of ``labels``.
     """
     labels = np.asarray(labels)
     top = int(labels.max(initial=0))
@@ -135,11 +188,23 @@ def relabel(labels: np.ndarray, min_size: int = 0) -> np.ndarray:
 
 
 def distance_markers(foreground: np.ndarray, min_distance: int = 5) -> np.ndarray:
-    """Markers at the peaks of the distance transform of ``foreground`` (int32 image).
+    """Markers at the peaks of the distance transform of ``foreground``.
 
     The classical marker choice (used by the plain U-Net baseline and the
     classical peer): one marker per local maximum at least ``min_distance``
     px apart, per connected component.
+
+    Parameters
+    ----------
+    foreground : (H, W) bool ndarray
+        The mask; peaks are found per connected component.
+    min_distance : int, optional
+        Minimum peak separation, px.
+
+    Returns
+    -------
+    (H, W) int32 ndarray
+        Markers 1..N, 0 elsewhere.
     """
     foreground = np.asarray(foreground, bool)
     distance = ndimage.distance_transform_edt(foreground)
@@ -157,17 +222,28 @@ DEFAULT_DIAMETER = 20.0  # px, when nothing better is known (the DSB2018 median)
 
 
 def size_params(diameter: float | None) -> dict[str, int]:
-    """``min_size``, ``noise_size`` and ``min_distance`` (px) for nuclei of median ``diameter`` px.
+    """Size thresholds of the watershed layer for nuclei of median ``diameter`` px.
 
     ``min_size``: watershed slivers under 10% of the median nucleus area
     (the DSB2018 5th percentile is 13%) merge into their neighbour;
     ``noise_size``: objects left under 5% of that area, and never under
-    25 px (a disc of ~5.6 px: below it bright specks and noise outnumber
+    25 px^2 (a disc of ~5.6 px: below it bright specks and noise outnumber
     real micronuclei at any magnification), are removed. The floor keeps
     the annotated micronuclei beside 40-50 px nuclei that a relative rule
     alone removes, and drops specks beside 10 px nuclei that it keeps
-    (validation AP@0.5 0.844 -> 0.859, see the model card).
+    (measured effect: docs/performance.md).
     ``min_distance``: distance-peak markers at least a third of a diameter apart.
+
+    Parameters
+    ----------
+    diameter : float or None
+        Median nucleus diameter, px; None or 0: :data:`DEFAULT_DIAMETER` (20 px).
+
+    Returns
+    -------
+    dict of str to int
+        ``min_size`` and ``noise_size`` (px^2) and ``min_distance`` (px),
+        keywords of :func:`instance_labels`.
     """
     d = float(diameter) if diameter else DEFAULT_DIAMETER
     area = np.pi * d * d / 4
@@ -181,7 +257,21 @@ def component_labels(prob: np.ndarray, threshold: float = 0.5, min_size: int = 0
 
     What a segmentation network gives on its own (the paper's rows without
     the watershed layer): touching nuclei stay apart only where the network
-    drew a background line between them. Components under ``min_size`` px go.
+    drew a background line between them.
+
+    Parameters
+    ----------
+    prob : (H, W) float ndarray
+        Foreground probability in [0, 1].
+    threshold : float, optional
+        Foreground is ``prob > threshold``.
+    min_size : int, optional
+        Components under this area (px^2) are dropped.
+
+    Returns
+    -------
+    (H, W) uint32 ndarray
+        0 = background, 1..N sequential.
     """
     from skimage.measure import label
 
@@ -198,11 +288,28 @@ def instance_labels(
 ) -> np.ndarray:
     """Instance labels from a foreground probability and RPN boxes (the inference path).
 
-    ``prob (H, W)`` in [0, 1]; foreground is ``prob > threshold``;
-    ``min_size`` and ``noise_size`` (px) as in :func:`watershed_layer`. With
-    ``boxes (N, 4)`` the markers are their centroids (the paper's watershed
-    layer); with ``boxes=None`` (a model without RPN) the markers are the
-    distance-transform peaks of :func:`distance_markers`.
+    With boxes the markers are their centroids (the paper's watershed
+    layer); without (a model without RPN) the distance-transform peaks of
+    :func:`distance_markers`.
+
+    Parameters
+    ----------
+    prob : (H, W) float ndarray
+        Foreground probability in [0, 1].
+    boxes : (N, 4) float ndarray, optional
+        RPN proposals ``(x1, y1, x2, y2)``, px of ``prob``'s frame.
+    threshold : float, optional
+        Foreground is ``prob > threshold``.
+    min_size, noise_size : int, optional
+        Sliver and noise areas, px^2, as in :func:`watershed_layer`
+        (see :func:`size_params`).
+    min_distance : int, optional
+        Peak separation (px) of the distance markers, used without ``boxes``.
+
+    Returns
+    -------
+    (H, W) uint32 ndarray
+        0 = background, nuclei 1..N sequential.
     """
     foreground = np.asarray(prob) > threshold
     if boxes is None:

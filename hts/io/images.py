@@ -184,7 +184,7 @@ def write_label_file(path: str | os.PathLike, labels: np.ndarray) -> None:
 
     Written atomically (:func:`hts.io.atomic.atomic_write`): an interrupted
     write never leaves a partial file under ``path``. (NGFF labels inside an
-    OME-Zarr image: :func:`hts.io.ngff.write_labels`.)
+    OME-Zarr image: :func:`hts.io.ngff_write.write_labels`.)
 
     Parameters
     ----------

@@ -17,10 +17,22 @@ def cell_anchors(
     scales: tuple[float, ...] = PAPER_SCALES,
     aspect_ratios: tuple[float, ...] = PAPER_ASPECT_RATIOS,
 ) -> torch.Tensor:
-    """The k anchors ``(k, 4)`` centred on (0, 0), ordered scale-major.
+    """The k anchors centred on (0, 0), ordered scale-major.
 
     An anchor of scale ``s`` and aspect ratio ``r = h / w`` has area
     ``(s * base_size)^2``: ``w = s * base / sqrt(r)``, ``h = s * base * sqrt(r)``.
+
+    Parameters
+    ----------
+    base_size : float
+        Side of a scale-1, ratio-1 anchor, px.
+    scales, aspect_ratios : tuple of float, optional
+        The paper's 0.5/1/2 each.
+
+    Returns
+    -------
+    (k, 4) float32 tensor
+        ``(x1, y1, x2, y2)`` in px, ``k = len(scales) * len(aspect_ratios)``.
     """
     out = []
     for s in scales:
@@ -39,10 +51,28 @@ def grid_anchors(
     aspect_ratios: tuple[float, ...] = PAPER_ASPECT_RATIOS,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """All anchors ``(Hf * Wf * k, 4)`` for a feature map of ``feature_size = (Hf, Wf)``.
+    """All anchors of a feature map, centred on its pixels.
 
     Order matches the RPN head outputs flattened as ``(Hf, Wf, k)``: anchor
     ``(i, j, a)`` is centred at pixel ``((j + 0.5) * stride, (i + 0.5) * stride)``.
+
+    Parameters
+    ----------
+    feature_size : tuple of int
+        ``(Hf, Wf)`` of the feature map.
+    stride : int
+        Input px per feature-map pixel (16).
+    base_size : float
+        Anchor base size, px (see :func:`cell_anchors`).
+    scales, aspect_ratios : tuple of float, optional
+        As in :func:`cell_anchors`.
+    device : torch.device or str, optional
+        Where to build them.
+
+    Returns
+    -------
+    (Hf * Wf * k, 4) float32 tensor
+        ``(x1, y1, x2, y2)`` in px of the network input.
     """
     hf, wf = feature_size
     base = cell_anchors(base_size, scales, aspect_ratios).to(device)

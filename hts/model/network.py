@@ -24,14 +24,27 @@ STRIDE = 16  # px: four 2x2 poolings; input sides are multiples of it. The one d
 class ModelConfig:
     """Architecture of an Instance-U-Net; stored in every checkpoint.
 
-    ``width``: channels of the first step (paper: 64; 16 is the CPU width).
-    ``rpn``: build the RPN head (False = plain U-Net). ``anchor_base``: anchor
-    base size in pixels of the network input; with the paper's scales
-    0.5/1/2 the default 32 gives anchors of 16, 32 and 64 px, which brackets
-    nuclei of 15-60 px diameter. ``diameter``: the canonical nucleus
-    diameter (px) the model was trained at; inputs are resampled so their
-    nuclei have this size (see :mod:`hts.engine.scale`); None: trained at the
-    data's native scale, inputs are used as they are.
+    Parameters
+    ----------
+    width : int
+        Channels of the first encoder step (paper: 64; 16 is the CPU width).
+    rpn : bool
+        Build the RPN head; False gives the plain U-Net baseline.
+    anchor_base : float
+        Anchor base size, px of the network input. With the paper's scales
+        0.5/1/2 the default 32 gives anchors of 16, 32 and 64 px, which
+        brackets nuclei of 15-60 px diameter.
+    scales, aspect_ratios : tuple of float
+        Anchor scales (multiples of ``anchor_base``) and aspect ratios (h / w).
+    diameter : float or None
+        Canonical nucleus diameter (px) the model was trained at; inputs are
+        resampled so their nuclei have this size (see :mod:`hts.engine.scale`).
+        None: trained at the data's native scale, inputs are used as they are.
+
+    Raises
+    ------
+    HtsError
+        For a non-positive ``width``, ``diameter`` or ``anchor_base``.
     """
 
     width: int = 16
@@ -51,15 +64,18 @@ class ModelConfig:
 
     @property
     def num_anchors(self) -> int:
+        """Anchors per feature-map pixel, ``k = len(scales) * len(aspect_ratios)``."""
         return len(self.scales) * len(self.aspect_ratios)
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict (tuples as lists), as stored in checkpoints."""
         d = asdict(self)
         d["scales"], d["aspect_ratios"] = list(self.scales), list(self.aspect_ratios)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """Inverse of :meth:`to_dict`; an unknown key raises :class:`HtsError` (a foreign checkpoint)."""
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -72,12 +88,18 @@ class ModelConfig:
 
 
 class InstanceUNet(nn.Module):
-    """Input ``(B, 1, H, W)`` normalised float, H and W multiples of 16.
+    """The Instance-U-Net: shared encoder, U-Net decoder and, with ``config.rpn``, the RPN head.
 
-    ``forward`` returns a dict: ``logits (B, 2, H, W)`` (background,
-    foreground) and, with the RPN, ``rpn_logits (B, A, 2)``,
-    ``rpn_deltas (B, A, 4)`` and ``anchors (A, 4)`` with
-    ``A = H/16 * W/16 * k`` anchors in input pixels.
+    Parameters
+    ----------
+    config : ModelConfig, optional
+        The architecture (default: CPU width 16 with the RPN).
+
+    Attributes
+    ----------
+    inference : dict of str to float
+        Inference settings selected on validation data (checkpoint meta
+        ``"inference"``): ``fg_threshold`` and ``score_threshold``.
     """
 
     def __init__(self, config: ModelConfig = ModelConfig()) -> None:
@@ -92,7 +114,20 @@ class InstanceUNet(nn.Module):
         self.inference: dict[str, float] = {}
 
     def anchors(self, feature_size: tuple[int, int], device: torch.device) -> torch.Tensor:
-        """Anchors of a feature map size, cached per size and device."""
+        """Anchors of a feature map, cached per size and device.
+
+        Parameters
+        ----------
+        feature_size : tuple of int
+            ``(Hf, Wf)`` of the stride-16 feature map.
+        device : torch.device
+            Where the anchors live.
+
+        Returns
+        -------
+        (Hf * Wf * k, 4) float32 tensor
+            ``(x1, y1, x2, y2)`` in px of the network input (see :func:`grid_anchors`).
+        """
         key = (feature_size, str(device))
         if key not in self._anchor_cache:
             c = self.config
@@ -102,6 +137,21 @@ class InstanceUNet(nn.Module):
         return self._anchor_cache[key]
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Foreground logits and, with the RPN, anchor scores and box offsets.
+
+        Parameters
+        ----------
+        x : (B, 1, H, W) float tensor
+            Normalised images (see :func:`hts.engine.preprocess.normalize`);
+            H and W positive multiples of :data:`STRIDE` (16 px).
+
+        Returns
+        -------
+        dict of str to tensor
+            ``logits (B, 2, H, W)`` (background, foreground); with the RPN also
+            ``rpn_logits (B, A, 2)``, ``rpn_deltas (B, A, 4)`` and ``anchors (A, 4)``
+            (px), ``A = H/16 * W/16 * k``.
+        """
         if x.ndim != 4 or x.shape[1] != 1:
             raise HtsError(f"model input must be (B, 1, H, W), got shape {tuple(x.shape)}")
         h, w = x.shape[-2:]

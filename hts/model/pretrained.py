@@ -15,13 +15,34 @@ DEFAULT_NAME = "default"
 
 
 def default_model_path() -> Path:
-    """Path of the shipped default checkpoint (it may not exist)."""
+    """Path of the shipped default checkpoint.
+
+    Returns
+    -------
+    pathlib.Path
+        ``hts/model/weights/default.pt`` inside the package; it may not exist
+        (a source checkout without shipped weights).
+    """
     return WEIGHTS_DIR / f"{DEFAULT_NAME}.pt"
 
 
 @lru_cache(maxsize=1)
 def default_model() -> InstanceUNet:
-    """The shipped default Instance-U-Net (eval mode), checksum verified; cached per process."""
+    """The shipped default Instance-U-Net, checksum verified; cached per process.
+
+    The SHA-256 recorded in ``default.json`` beside the weights is checked
+    before they are loaded, so a corrupt or replaced file is refused.
+
+    Returns
+    -------
+    InstanceUNet
+        In eval mode, on the CPU, with its validated inference settings.
+
+    Raises
+    ------
+    HtsError
+        When no default model is installed or its checksum differs.
+    """
     path = default_model_path()
     card = path.with_suffix(".json")
     if not path.is_file() or not card.is_file():

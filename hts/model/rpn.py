@@ -32,7 +32,15 @@ from hts.model.boxes import BoxCoder, box_iou, nms
 
 
 class RPNHead(nn.Module):
-    """``(B, C, Hf, Wf)`` -> logits ``(B, Hf*Wf*k, 2)`` and offsets ``(B, Hf*Wf*k, 4)``."""
+    """RPN head: a 3x3 conv + ReLU, then 1x1 convs to ``2k`` object logits and ``4k`` box offsets.
+
+    Parameters
+    ----------
+    channels : int
+        Channels ``C`` of the shared feature map.
+    num_anchors : int, optional
+        Anchors ``k`` per feature-map pixel (paper: 9).
+    """
 
     def __init__(self, channels: int, num_anchors: int = 9) -> None:
         super().__init__()
@@ -45,6 +53,20 @@ class RPNHead(nn.Module):
             nn.init.zeros_(layer.bias)
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Score and regress every anchor of ``features``.
+
+        Parameters
+        ----------
+        features : (B, C, Hf, Wf) float tensor
+            The shared stride-16 map.
+
+        Returns
+        -------
+        logits : (B, Hf*Wf*k, 2) tensor
+            (not object, object) logits, in the order of :func:`hts.model.anchors.grid_anchors`.
+        deltas : (B, Hf*Wf*k, 4) tensor
+            Encoded box offsets (see :class:`hts.model.boxes.BoxCoder`).
+        """
         b, _, hf, wf = features.shape
         t = self.conv(features)
         # (B, k*2, Hf, Wf) -> (B, Hf, Wf, k, 2) -> (B, Hf*Wf*k, 2): same order as grid_anchors.
@@ -72,10 +94,29 @@ def proposals(
     params: ProposalParams = ProposalParams(),
     coder: BoxCoder = BoxCoder(),
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per image: ``(boxes (N, 4), scores (N,))`` after decoding, clipping, thresholding and NMS.
+    """Per image: the proposals after decoding, clipping, thresholding and NMS.
 
-    ``logits (B, A, 2)``, ``deltas (B, A, 4)``, ``anchors (A, 4)``; ``image_size``
-    is ``(H, W)`` in pixels. Scores are the softmax object probability.
+    Parameters
+    ----------
+    logits : (B, A, 2) tensor
+        RPN object logits.
+    deltas : (B, A, 4) tensor
+        RPN box offsets.
+    anchors : (A, 4) tensor
+        Anchors ``(x1, y1, x2, y2)``, px.
+    image_size : tuple of int
+        ``(H, W)`` of the network input, px: boxes are clipped to it and the
+        top-n caps of ``params`` scale with its area.
+    params : ProposalParams, optional
+        Thresholds and caps.
+    coder : BoxCoder, optional
+        Decodes the offsets.
+
+    Returns
+    -------
+    list of (boxes, scores)
+        One pair per image: ``boxes (N, 4)`` float32, px, and ``scores (N,)``,
+        the softmax object probability, highest first.
     """
     h, w = image_size
     area = max(1.0, h * w / 448**2)
@@ -111,10 +152,23 @@ class MatchParams:
 
 
 def match_anchors(anchors: torch.Tensor, gt_boxes: torch.Tensor, params: MatchParams) -> tuple[torch.Tensor, torch.Tensor]:
-    """Label anchors 1 (object), 0 (background) or -1 (ignored); return labels and matched gt index.
+    """Label anchors 1 (object), 0 (background) or -1 (ignored); see the module docstring.
 
-    ``anchors (A, 4)``, ``gt_boxes (G, 4)``; returns ``labels (A,)`` int64 and
-    ``matched (A,)`` int64 (index into ``gt_boxes``; meaningless where labels != 1).
+    Parameters
+    ----------
+    anchors : (A, 4) tensor
+        Anchors, px.
+    gt_boxes : (G, 4) tensor
+        Ground-truth boxes, px.
+    params : MatchParams
+        IoU thresholds.
+
+    Returns
+    -------
+    labels : (A,) int64 tensor
+        1, 0 or -1 per anchor (all 0 when ``G == 0``).
+    matched : (A,) int64 tensor
+        Index into ``gt_boxes``; meaningless where ``labels != 1``.
     """
     a = anchors.shape[0]
     if gt_boxes.numel() == 0:
@@ -133,7 +187,22 @@ def match_anchors(anchors: torch.Tensor, gt_boxes: torch.Tensor, params: MatchPa
 
 
 def sample_anchors(labels: torch.Tensor, params: MatchParams, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random indices of sampled positive and negative anchors (Faster R-CNN sampling)."""
+    """Random indices of sampled positive and negative anchors (Faster R-CNN sampling).
+
+    Parameters
+    ----------
+    labels : (A,) int64 tensor
+        From :func:`match_anchors`.
+    params : MatchParams
+        ``batch_per_image`` anchors at most, at most ``positive_fraction`` of them positive.
+    generator : torch.Generator, optional
+        CPU generator for the draw (reproducible training).
+
+    Returns
+    -------
+    pos, neg : 1D int64 tensors
+        Indices into ``labels`` of the sampled positives and negatives.
+    """
     pos = torch.nonzero(labels == 1).flatten()
     neg = torch.nonzero(labels == 0).flatten()
     n_pos = min(pos.numel(), int(params.batch_per_image * params.positive_fraction))
@@ -152,10 +221,27 @@ def rpn_loss(
     coder: BoxCoder = BoxCoder(),
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Classification and regression losses of a batch, each a scalar tensor.
+    """Classification and regression losses of a batch (see the module docstring).
 
-    ``logits (B, A, 2)``, ``deltas (B, A, 4)``, ``anchors (A, 4)``, ``gt_boxes``
-    a list of B tensors ``(G_b, 4)`` in input pixels.
+    Parameters
+    ----------
+    logits, deltas, anchors : tensors
+        The RPN head's ``(B, A, 2)`` logits and ``(B, A, 4)`` offsets and the
+        ``(A, 4)`` anchors in px, as for :func:`proposals`.
+    gt_boxes : list of (G_b, 4) tensors
+        Per image, the ground-truth boxes in input px.
+    params : MatchParams, optional
+        Matching, sampling and loss weights.
+    coder : BoxCoder, optional
+        Encodes the regression targets.
+    generator : torch.Generator, optional
+        For the anchor sampling.
+
+    Returns
+    -------
+    cls, reg : scalar float32 tensors
+        Cross-entropy and weighted smooth-L1 terms, each divided by the
+        number of sampled anchors.
     """
     cls_terms, reg_terms, n_sampled = [], [], 0
     for lg, dl, boxes in zip(logits, deltas, gt_boxes):

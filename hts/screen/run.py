@@ -27,11 +27,13 @@ from tqdm import tqdm
 
 from hts.engine.blocks import BLOCK
 from hts.engine.pipeline import check_min_size
+from hts.engine.tta import check_tta
 from hts.errors import HtsError
-from hts.io.ngff import Source, open_output, open_source
+from hts.io.ngff import Source, open_source
+from hts.io.ngff_write import open_output
 from hts.io.results import Results, results_dir
 from hts.screen.cluster import ClusterOptions, connect, inference_resources, windowed
-from hts.screen.tasks import Job, infer_field, read_field, watershed_field, write_field
+from hts.screen.tasks import Job, infer_field, watershed_field, write_field
 
 WINDOW_PER_THREAD = 2  # fields in flight per worker thread
 
@@ -54,6 +56,7 @@ class RunOptions:
     overwrite: bool = False
     block: int = BLOCK  # px; single images larger than this go block by block (whole-slide images)
     min_size: int | None = None  # px; objects under it merge or go; None: by the diameter
+    tta: int = 1  # test-time augmentation: 1 none, 4 flips, 8 flips and rotations (hts.engine.tta)
     cluster: ClusterOptions = field(default_factory=ClusterOptions)
 
 
@@ -123,7 +126,8 @@ def _same_settings(results: Results, earlier: dict, settings: dict, diameter: fl
         return f"sha256 {value[:12]}..." if key == "model_sha256" else f"index {value}" if key == "channel" \
             else f"{value:.1f} px" if key == "diameter" else str(value)
 
-    option = {"model_sha256": "--model", "channel": "--channel", "z": "--z", "min_size": "--min-size"}
+    option = {"model_sha256": "--model", "channel": "--channel", "z": "--z", "min_size": "--min-size", "tta": "--tta"}
+    earlier = {"tta": 1} | earlier  # fields done before --tta existed had none
     for key, name in option.items():
         if earlier.get(key) != settings[key]:
             raise HtsError(f"{results.path}: {n_done} fields were segmented with {name} "
@@ -136,17 +140,6 @@ def _same_settings(results: Results, earlier: dict, settings: dict, diameter: fl
                        f"{show('diameter', earlier['diameter'])}, this run asks {show('diameter', diameter)}; "
                        "rerun with the same options, or add --overwrite to segment every field again")
     return earlier["diameter"]  # the recorded value, also when --diameter gives it rounded
-
-
-def _estimate_diameter(job: Job, shape: tuple[int, int], log) -> float | None:
-    """One diameter per plate (magnification is fixed per plate), estimated on a central crop of the first field."""
-    from hts.engine.scale import estimate_diameter
-
-    y0, x0 = max((shape[0] - 2048) // 2, 0), max((shape[1] - 2048) // 2, 0)  # bounded for whole slides
-    d = estimate_diameter(read_field(job, (slice(y0, y0 + 2048), slice(x0, x0 + 2048))))
-    log(f"nucleus diameter: {d:.1f} px (estimated on {job.ref.key}; set --diameter to fix it)" if d else
-        "nucleus diameter: no nuclei found to estimate it on the first field; images are not rescaled")
-    return d
 
 
 def _write_attrs(out: zarr.Group, source: Source, fields, wells, complete: bool) -> None:
@@ -196,6 +189,7 @@ def run(path: str | os.PathLike, opts: RunOptions = RunOptions(), progress: bool
     if opts.block < 256:
         raise HtsError(f"--block must be >= 256 px, got {opts.block}")
     check_min_size(opts.min_size, "--min-size")
+    check_tta(opts.tta, "--tta")
     source = open_source(path)
     closing: threading.Thread | None = None
     out_path = str(opts.out or path)
@@ -215,18 +209,25 @@ def run(path: str | os.PathLike, opts: RunOptions = RunOptions(), progress: bool
         base = {"source": str(source.path), "out": out_path, "results": str(results.path), "version": source.version,
                 "copy_image": Path(out_path).resolve() != source.path.resolve(), "channel": opts.channel, "z": opts.z,
                 "model": opts.model, "device": opts.device, "batch_size": opts.batch_size, "min_size": opts.min_size,
-                "threads": 1}  # torch threads: set from the workers' threads once connected
+                "tta": opts.tta, "threads": 1}  # torch threads: set from the workers' threads once connected
         first = todo[0] if todo else (source.fields[0] if source.fields else None)
         shape, channel = _check_first_field(Job(first, diameter=None, **base)) if first else (None, None)
-        settings = {"model_sha256": model["sha256"], "channel": channel, "z": opts.z, "min_size": opts.min_size}
+        settings = {"model_sha256": model["sha256"], "channel": channel, "z": opts.z, "min_size": opts.min_size,
+                    "tta": opts.tta}
         diameter, earlier = opts.diameter, results.settings() if summary.skipped_done else None
+        size = None  # the plate's diameter estimate, when made
         if earlier is not None:
             diameter = _same_settings(results, earlier, settings, diameter, summary.skipped_done, log)
         elif todo and diameter is None:
+            from hts.engine.pipeline import resolve_model
+            from hts.screen.size import plate_diameter
+
             try:
-                diameter = _estimate_diameter(Job(todo[0], diameter=None, **base), shape, log)
+                size = plate_diameter(resolve_model(opts.model), [Job(r, diameter=None, **base) for r in todo], shape,
+                                      log)
+                diameter = size.diameter
             except HtsError as e:
-                log(f"nucleus diameter: cannot estimate on {todo[0].key} ({e}); images are not rescaled")
+                log(f"nucleus diameter: cannot estimate it ({e}); images are not rescaled")
         if todo and not summary.skipped_done:
             results.write_settings(settings | {"diameter": diameter})
         jobs = [Job(ref, diameter=diameter, **base) for ref in todo]
@@ -241,6 +242,7 @@ def run(path: str | os.PathLike, opts: RunOptions = RunOptions(), progress: bool
         summary.wall_s = time.perf_counter() - t0
         results.write_record({"input": str(source.path), "output": out_path, "kind": source.kind,
                               "ngff": source.version, "options": asdict(opts) | {"diameter": diameter},
+                              "diameter_estimate": None if size is None else asdict(size),
                               "model": model, "versions": _versions(), "host": platform.node(),
                               "summary": asdict(summary), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     finally:

@@ -43,13 +43,12 @@ from hts.engine.blocks import (
 from hts.engine.pipeline import HALO_NETWORK_PX, infer_image, watershed_prediction
 from hts.engine.preprocess import check_image
 from hts.engine.stitch import Block, aligned_blocks, block_grid
-from hts.io.ngff import (
+from hts.io.ngff import image_info, level_shapes
+from hts.io.ngff_write import (
     begin_labels,
     create_levels,
     downsample_region,
     finish_labels,
-    image_info,
-    level_shapes,
     write_multiscales,
 )
 from hts.io.results import Results
@@ -103,7 +102,7 @@ def infer_block(bj: BlockJob):
     region = check_image(read_field(bj.job, bj.block.region_slices, check=False), name=f"{bj.job.source} {bj.key}")
     net = worker_model(bj.job.model, bj.job.threads)
     return infer_image(net, region, bj.job.diameter, device=worker_device(bj.job.device), batch_size=bj.job.batch_size,
-                       value_range=bj.value_range)
+                       value_range=bj.value_range, tta=bj.job.tta)
 
 
 def store_block(bj: BlockJob, prediction) -> int:
@@ -189,8 +188,8 @@ def pyramid_region(out: str, image: str, level: int, rows: tuple[int, int], cols
     Returns
     -------
     None
-        Nearest-neighbour values (:func:`hts.io.ngff.downsample_region`),
-        as :func:`hts.io.ngff.downsample_to` writes a whole image.
+        Nearest-neighbour values (:func:`hts.io.ngff_write.downsample_region`),
+        as :func:`hts.io.ngff_write.downsample_to` writes a whole image.
     """
     for name in names:
         base, dst = _array(out, image, name, 0, "r"), _array(out, image, name, level, "r+")

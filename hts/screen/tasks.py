@@ -23,14 +23,8 @@ from hts.engine.infer import Prediction
 from hts.engine.pipeline import infer_image, resolve_model, watershed_prediction
 from hts.engine.preprocess import check_image
 from hts.errors import HtsError
-from hts.io.ngff import (
-    FieldRef,
-    image_info,
-    read_plane,
-    resolve_channel,
-    write_labels,
-    write_pyramid,
-)
+from hts.io.ngff import FieldRef, image_info, read_plane, resolve_channel
+from hts.io.ngff_write import write_labels, write_pyramid
 from hts.io.results import Results
 from hts.model import InstanceUNet
 
@@ -53,6 +47,7 @@ class Job:
     batch_size: int
     threads: int  # torch threads per task
     min_size: int | None = None  # px; None: by the diameter (``hts.engine.watershed.size_params``)
+    tta: int = 1  # test-time augmentation (``hts.engine.tta``): 1 none, 4 flips, 8 flips and rotations
 
     @property
     def image_path(self) -> str:
@@ -175,7 +170,7 @@ def infer_field(job: Job) -> Inferred:
     plane = read_field(job)
     net = worker_model(job.model, job.threads)
     device = worker_device(job.device)
-    pred = infer_image(net, plane, job.diameter, device=device, batch_size=job.batch_size)
+    pred = infer_image(net, plane, job.diameter, device=device, batch_size=job.batch_size, tta=job.tta)
     return Inferred(plane, pred, time.perf_counter() - t0, provenance(device))
 
 

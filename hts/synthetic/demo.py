@@ -1,4 +1,4 @@
-"""``hts demo``: the main job end to end on a generated plate, in about a minute on a laptop CPU.
+"""``hts demo``: the main job end to end on a generated plate (run time: docs/performance.md).
 
 Writes a small synthetic OME-Zarr plate (2 x 3 wells x 2 fields of 512 x 512
 px, nuclei of known number), runs ``hts run`` on it on an embedded Dask
@@ -16,7 +16,24 @@ from hts.synthetic.plate import PlateSpec, write_plate
 
 
 def run_demo(out: Path, spec: PlateSpec = PlateSpec(), workers: int | None = None, progress: bool = True) -> int:
-    """Run the demo in folder ``out``; returns the exit status (0 when every field was segmented)."""
+    """Write a synthetic plate, run ``hts run`` on it and print found against true counts per well.
+
+    Parameters
+    ----------
+    out : pathlib.Path
+        Folder for the plate and its results (created).
+    spec : PlateSpec, optional
+        The plate (default 2 x 3 wells x 2 fields of 512 px).
+    workers : int, optional
+        Local Dask workers; default chosen by :class:`hts.screen.cluster.ClusterOptions`.
+    progress : bool, optional
+        Show the run's progress bar.
+
+    Returns
+    -------
+    int
+        Exit status: 0 when every field was segmented, else 1.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     plate = out / "plate.zarr"

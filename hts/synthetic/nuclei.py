@@ -62,7 +62,13 @@ class SyntheticConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Raise HtsError naming the first bad field."""
+        """Check every field (also run on construction and before generating).
+
+        Raises
+        ------
+        HtsError
+            Naming the first bad field and its allowed range.
+        """
         shape = self.shape
         if not (isinstance(shape, tuple) and len(shape) == 2 and all(
             _is_int(s) and s >= 16 for s in shape
@@ -108,13 +114,24 @@ def _check_seed(seed: object) -> int:
 def generate(
     config: SyntheticConfig = SyntheticConfig(), seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Return ``(image, labels)``.
+    """One synthetic fluorescence image and its exact instance labels.
 
-    image: (H, W) of ``config.dtype``: float32 in photon units; uint16 as camera
-    ADU = 100 + 4 * photons (gain lowered above 10^4 photons to avoid clipping);
-    uint8 scaled so a full-brightness nucleus is near 170, clipped to 0-255.
-    labels: (H, W) uint32, 0 = background, nuclei 1..N sequential, each one
-    8-connected component of >= 15 px, exactly the visible nucleus pixels.
+    Parameters
+    ----------
+    config : SyntheticConfig, optional
+        Shape, density, sizes, noise and dtype.
+    seed : int, optional
+        >= 0; the same ``(config, seed)`` gives bit-identical output.
+
+    Returns
+    -------
+    image : (H, W) ndarray of ``config.dtype``
+        float32 in photon units; uint16 as camera ADU = 100 + 4 * photons
+        (gain lowered above 10^4 photons to avoid clipping); uint8 scaled so a
+        full-brightness nucleus is near 170, clipped to 0-255.
+    labels : (H, W) uint32 ndarray
+        0 = background, nuclei 1..N sequential, each one 8-connected component
+        of >= 15 px^2, exactly the visible nucleus pixels.
     """
     return _generate(config, (_check_seed(seed),))
 
@@ -122,7 +139,22 @@ def generate(
 def generate_dataset(
     n: int, config: SyntheticConfig = SyntheticConfig(), seed: int = 0
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """``n`` images and label maps; image i is seeded from ``(seed, i)``."""
+    """``n`` images and label maps from one configuration.
+
+    Parameters
+    ----------
+    n : int
+        >= 0.
+    config : SyntheticConfig, optional
+        Shared by all images.
+    seed : int, optional
+        Image i is seeded from ``(seed, i)``, so a prefix of a larger set is the same.
+
+    Returns
+    -------
+    images, labels : list of (H, W) ndarray
+        As in :func:`generate`.
+    """
     if not _is_int(n) or n < 0:
         raise HtsError(f"n must be an int >= 0, got {n!r}")
     seed = _check_seed(seed)
@@ -131,7 +163,17 @@ def generate_dataset(
 
 
 def true_count(labels: np.ndarray) -> int:
-    """Number of distinct nonzero labels in an integer label map."""
+    """Number of distinct nonzero labels in an integer label map.
+
+    Parameters
+    ----------
+    labels : int ndarray
+        Any shape, non-negative.
+
+    Returns
+    -------
+    int
+    """
     lab = np.asarray(labels)
     if lab.size == 0:
         return 0

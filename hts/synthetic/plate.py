@@ -24,7 +24,8 @@ from ome_zarr.writer import (
 from scipy import ndimage
 
 from hts.errors import HtsError
-from hts.io.ngff import FORMATS, stamp_version
+from hts.io.ngff import FORMATS
+from hts.io.ngff_write import stamp_version
 from hts.synthetic.nuclei import SyntheticConfig, generate
 
 TRUTH = "truth"
@@ -33,7 +34,23 @@ WINDOW = {"start": 0, "end": 4000, "min": 0, "max": 65535}
 
 @dataclass(frozen=True)
 class PlateSpec:
-    """Layout of a synthetic plate: ``rows x columns`` wells of ``fields`` square fields of ``size`` px."""
+    """Layout of a synthetic plate: ``rows x columns`` wells of ``fields`` square fields of ``size`` px.
+
+    Parameters
+    ----------
+    rows, columns : int
+        Plate layout, at most 32 x 48 (1536 wells).
+    fields : int
+        Fields per well.
+    size : int
+        Field side, px (>= 64).
+    version : str
+        NGFF version, ``"0.4"`` or ``"0.5"``.
+    seed : int
+        Field ``f`` of well ``w`` is seeded from ``seed * 100000 + w * 100 + f``.
+    nuclei : SyntheticConfig
+        Nucleus appearance; its density is scaled 0.4x-1.6x across the wells.
+    """
 
     rows: int = 2
     columns: int = 3
@@ -67,11 +84,36 @@ def _write_field(group: zarr.Group, image: np.ndarray, labels: np.ndarray, fmt) 
 
 
 def well_name(row: int, column: int) -> tuple[str, str]:
+    """Row letter and column number of a well from 0-based indices: ``(1, 2)`` -> ``("B", "3")``.
+
+    Parameters
+    ----------
+    row, column : int
+        0-based; rows up to 25 (``"Z"``).
+
+    Returns
+    -------
+    row_name, column_name : str
+        As in the plate metadata and the well path ``"B/3"``.
+    """
     return chr(ord("A") + row), str(column + 1)
 
 
 def write_plate(path: str | os.PathLike, spec: PlateSpec = PlateSpec()) -> dict[str, list[int]]:
-    """Write a plate; returns the true nucleus count of every field, by well path (``"B/3"``)."""
+    """Write a synthetic OME-Zarr plate with ground-truth labels beside every field.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The plate's Zarr folder (overwritten).
+    spec : PlateSpec, optional
+        Layout, field size, NGFF version, seed and nucleus appearance.
+
+    Returns
+    -------
+    dict of str to list of int
+        True nucleus count of every field, by well path (``"B/3"``).
+    """
     fmt = FORMATS[spec.version]()
     root = zarr.open_group(str(path), mode="w", zarr_format=fmt.zarr_format)
     rows = [well_name(r, 0)[0] for r in range(spec.rows)]
@@ -96,7 +138,26 @@ def write_plate(path: str | os.PathLike, spec: PlateSpec = PlateSpec()) -> dict[
 
 def write_slide(path: str | os.PathLike, size: int = 3072, version: str = "0.5", seed: int = 0,
                 nuclei: SyntheticConfig = SyntheticConfig(diameter=20.0)) -> int:
-    """A single-channel whole-slide-like image (``y, x``) with its truth labels; returns the true count."""
+    """Write a single-channel whole-slide-like OME-Zarr image (``y, x``) with its truth labels.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The image's Zarr folder (overwritten).
+    size : int, optional
+        Side, px.
+    version : str, optional
+        NGFF version.
+    seed : int, optional
+        Seed of :func:`hts.synthetic.nuclei.generate`.
+    nuclei : SyntheticConfig, optional
+        Nucleus appearance (its shape is replaced by ``(size, size)``).
+
+    Returns
+    -------
+    int
+        The true nucleus count.
+    """
     fmt = FORMATS[version]()
     root = zarr.open_group(str(path), mode="w", zarr_format=fmt.zarr_format)
     image, labels = generate(replace(nuclei, shape=(size, size)), seed=seed)
@@ -109,7 +170,19 @@ def write_slide(path: str | os.PathLike, size: int = 3072, version: str = "0.5",
 
 
 def read_truth(path: str | os.PathLike, image_path: str) -> np.ndarray:
-    """The ground-truth labels (level 0) of one image written by this module."""
+    """The ground-truth labels (level 0) of one image written by this module.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The plate or slide Zarr.
+    image_path : str
+        The image inside it: ``"B/3/0"`` for a field, ``""`` for a slide.
+
+    Returns
+    -------
+    (H, W) uint32 ndarray
+    """
     group = zarr.open_group(str(Path(path) / image_path / "labels" / TRUTH), mode="r")
     attrs = group.attrs.get("ome", group.attrs)
     return np.asarray(group[attrs["multiscales"][0]["datasets"][0]["path"]])

@@ -20,7 +20,19 @@ from hts.errors import HtsError
 
 @dataclass
 class Dataset:
-    """Images and instance labels of equal shapes (lists, one entry per sample)."""
+    """Images and instance labels of equal shapes (lists, one entry per sample).
+
+    Attributes
+    ----------
+    images : list of (H, W) ndarray
+        Intensity images (uint8 in the shared files).
+    labels : list of (H, W) int ndarray
+        Instance labels, 0 = background, same shape as the image.
+    ids : list of str
+        Sample names.
+    source : str
+        Where the data came from (a path or ``synthetic(seed=...)``).
+    """
 
     images: list[np.ndarray]
     labels: list[np.ndarray]
@@ -56,7 +68,26 @@ def _get(z: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
 
 
 def load_npz(path: str | os.PathLike, limit: int | None = None) -> Dataset:
-    """Images and labels from a data file in the shared layout (first ``limit`` samples)."""
+    """Images and labels from a data file in the shared layout.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.npz`` file in the layout of the module docstring.
+    limit : int, optional
+        Read only the first ``limit`` samples.
+
+    Returns
+    -------
+    Dataset
+        ``source`` is ``path``; ids default to ``"0000"``, ``"0001"``, ...
+
+    Raises
+    ------
+    HtsError
+        For a missing or unreadable file, missing entries, or an image and
+        labels of different shapes or non-integer labels.
+    """
     path = Path(path)
     with _open_npz(path) as z:
         n = _count(z, path)
@@ -73,7 +104,22 @@ def load_npz(path: str | os.PathLike, limit: int | None = None) -> Dataset:
 
 
 def load_labels_npz(path: str | os.PathLike) -> list[np.ndarray]:
-    """Predicted label images (``n``, ``labels_0000`` ...) from a prediction file."""
+    """Predicted label images (``n``, ``labels_0000`` ...) from a prediction file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file written by :func:`save_labels_npz` (``hts eval --pred``).
+
+    Returns
+    -------
+    list of (H, W) int ndarray
+
+    Raises
+    ------
+    HtsError
+        For a missing or unreadable file or a label image that is not 2D integer.
+    """
     path = Path(path)
     with _open_npz(path) as z:
         n = _count(z, path)
@@ -85,7 +131,17 @@ def load_labels_npz(path: str | os.PathLike) -> list[np.ndarray]:
 
 
 def save_labels_npz(path: str | os.PathLike, labels: list[np.ndarray], ids: list[str] | None = None) -> None:
-    """Write predicted labels in the shared layout (readable by ``hts eval --pred``)."""
+    """Write predicted labels in the shared layout (readable by ``hts eval --pred``).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Output ``.npz`` file (compressed).
+    labels : list of (H, W) int ndarray
+        One label image per sample, in the order of the data set.
+    ids : list of str, optional
+        Sample names, stored as ``ids``.
+    """
     arrays: dict[str, np.ndarray] = {"n": np.asarray(len(labels), np.int64)}
     arrays.update({f"labels_{i:04d}": np.asarray(lb) for i, lb in enumerate(labels)})
     if ids is not None:
@@ -94,7 +150,22 @@ def save_labels_npz(path: str | os.PathLike, labels: list[np.ndarray], ids: list
 
 
 def synthetic_dataset(n: int, seed: int, shape: tuple[int, int] = (256, 256)) -> Dataset:
-    """``n`` generated images with exact labels (see :mod:`hts.synthetic.nuclei`)."""
+    """``n`` generated images with exact labels (see :mod:`hts.synthetic.nuclei`).
+
+    Parameters
+    ----------
+    n : int
+        Number of samples.
+    seed : int
+        Sample ``i`` is seeded from ``(seed, i)``.
+    shape : tuple of int, optional
+        ``(H, W)`` of every image, px.
+
+    Returns
+    -------
+    Dataset
+        uint16 images and uint32 labels.
+    """
     from hts.synthetic.nuclei import SyntheticConfig, generate_dataset
 
     images, labels = generate_dataset(n, SyntheticConfig(shape=shape), seed=seed)
@@ -102,7 +173,21 @@ def synthetic_dataset(n: int, seed: int, shape: tuple[int, int] = (256, 256)) ->
 
 
 def open_dataset(spec: str, n_synthetic: int = 64, seed: int = 0) -> Dataset:
-    """A data set from ``spec``: a ``.npz`` path, or ``synthetic`` for generated images."""
+    """A data set from ``spec``: a ``.npz`` path, or ``synthetic`` for generated images.
+
+    Parameters
+    ----------
+    spec : str
+        A path (:func:`load_npz`) or ``"synthetic"``.
+    n_synthetic : int, optional
+        Samples of a synthetic set (256 x 256 px).
+    seed : int, optional
+        Seed of a synthetic set.
+
+    Returns
+    -------
+    Dataset
+    """
     if spec == "synthetic":
         return synthetic_dataset(n_synthetic, seed)
     return load_npz(spec)

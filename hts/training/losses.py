@@ -21,7 +21,15 @@ DICE_EPS = 1e-6
 
 @dataclass(frozen=True)
 class Variant:
-    """A Table 1 configuration: RPN on/off and the segmentation loss terms."""
+    """A Table 1 configuration: RPN on/off and the segmentation loss terms.
+
+    Parameters
+    ----------
+    rpn : bool
+        Train the RPN head (its losses also train the shared encoder).
+    bce, dice : bool
+        Use the weighted BCE and/or the soft Dice term.
+    """
 
     rpn: bool
     bce: bool
@@ -44,6 +52,16 @@ def segmentation_target(labels: np.ndarray) -> np.ndarray:
     touching nuclei apart in the target, as the cells of the U-Net paper were.
     The paper is silent on this; the watershed layer fills nothing back, so
     it costs about one pixel row per touching border.
+
+    Parameters
+    ----------
+    labels : (H, W) int ndarray
+        Instance labels, 0 = background.
+
+    Returns
+    -------
+    (H, W) uint8 ndarray
+        1 = foreground, 0 = background or separating line.
     """
     labels = np.asarray(labels)
     padded = np.pad(labels, 1)
@@ -68,6 +86,22 @@ def weight_map(labels: np.ndarray, target: np.ndarray | None = None, w0: float =
     ``N_c`` of the ``N`` pixels, so it averages 1; 1 everywhere when one class
     is absent. Distances are computed in a window around each nucleus, wide
     enough that the skipped term is below ``1e-3 * w0``.
+
+    Parameters
+    ----------
+    labels : (H, W) int ndarray
+        Instance labels, 0 = background.
+    target : (H, W) ndarray, optional
+        Binary target for the class balance; default :func:`segmentation_target`.
+    w0 : float, optional
+        Weight of the border term (paper: 10).
+    sigma : float, optional
+        Width of the border term, px (paper: 5).
+
+    Returns
+    -------
+    (H, W) float32 ndarray
+        Per-pixel loss weights, >= 0 (mean about 1 plus the border term).
     """
     labels = np.asarray(labels)
     if target is None:
@@ -103,7 +137,18 @@ def weight_map(labels: np.ndarray, target: np.ndarray | None = None, w0: float =
 def weighted_bce(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Weighted log loss of the 2-class softmax: ``mean_x w(x) * -log p_{l(x)}(x)``.
 
-    ``logits (B, 2, H, W)``, ``target (B, H, W)`` in {0, 1}, ``weight (B, H, W)``.
+    Parameters
+    ----------
+    logits : (B, 2, H, W) tensor
+        (background, foreground) logits.
+    target : (B, H, W) tensor
+        Classes in {0, 1}.
+    weight : (B, H, W) float tensor
+        Per-pixel weights (:func:`weight_map`).
+
+    Returns
+    -------
+    scalar float32 tensor
     """
     ce = F.cross_entropy(logits.float(), target.long(), reduction="none")
     return (weight * ce).mean()
@@ -112,7 +157,19 @@ def weighted_bce(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tenso
 def soft_dice(logits: torch.Tensor, target: torch.Tensor, eps: float = DICE_EPS) -> torch.Tensor:
     """Soft Dice loss ``1 - 2 sum(p y) / (sum p^2 + sum y^2 + eps)`` over the batch.
 
-    ``p`` is the softmax foreground probability of ``logits (B, 2, H, W)``.
+    Parameters
+    ----------
+    logits : (B, 2, H, W) tensor
+        ``p`` is their softmax foreground probability.
+    target : (B, H, W) tensor
+        ``y`` in {0, 1}.
+    eps : float, optional
+        Keeps the ratio finite for an empty batch.
+
+    Returns
+    -------
+    scalar float32 tensor
+        In [0, 1].
     """
     p = logits.float().softmax(1)[:, 1]
     y = target.float()
@@ -120,7 +177,19 @@ def soft_dice(logits: torch.Tensor, target: torch.Tensor, eps: float = DICE_EPS)
 
 
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, variant: Variant) -> torch.Tensor:
-    """The segmentation term of ``variant``: weighted BCE, Dice or their sum."""
+    """The segmentation term of ``variant``: weighted BCE, Dice or their sum.
+
+    Parameters
+    ----------
+    logits, target, weight
+        As in :func:`weighted_bce`.
+    variant : Variant
+        Which terms to add.
+
+    Returns
+    -------
+    scalar float32 tensor
+    """
     loss = logits.new_zeros((), dtype=torch.float32)
     if variant.bce:
         loss = loss + weighted_bce(logits, target, weight)

@@ -1,23 +1,20 @@
 """Segmentation metrics for nucleus instance label images (numpy in, numpy out).
 
-Inputs are 2D integer label images of equal shape (0 = background, 1..N =
-instances; ids need not be sequential; any int dtype) and, for ``rmse``,
-float foreground probabilities in [0, 1]. All instance metrics are built on
-one sparse overlap table (:func:`match_instances`), computed with
-``np.unique`` over the pixels where both images are foreground.
+Parameters named ``gt`` and ``pred`` (not repeated below) are always 2D
+integer label images of equal shape ``(H, W)``, ground truth and prediction
+(0 = background, 1..N = instances; ids need not be sequential; any int
+dtype); ``gt_fg``/``pred_fg`` are binary masks (bool or int, nonzero =
+foreground), ``prob`` a float foreground probability in [0, 1]. Scalar
+metrics return a Python float in [0, 1] (count error: >= 0). All instance
+metrics are built on one sparse overlap table (:func:`match_instances`),
+computed with ``np.unique`` over the pixels where both images are foreground.
 
 Per-image metrics: DSB2018 average precision (a pair is a true positive when
 IoU > t, strictly), the DSB score (mean AP over t = 0.50, 0.55, ..., 0.95),
 F1, the aggregated Jaccard index (Kumar et al. 2017), panoptic quality,
 relative count error, the instance error on touching nuclei, and pixel
-metrics on binary foreground (pixel error, mean IU, RMSE).
-
-Dataset aggregation (:func:`evaluate_dataset`): ``instance_error`` is the
-total number of touching ground-truth nuclei not separated divided by the
-total number of touching ground-truth nuclei over all images (0.0 if there
-are none), so it weights nuclei, not images. ``n_images``, ``n_gt``,
-``n_pred`` and ``n_touching`` are sums. Every other metric is the unweighted
-mean of the per-image values (the DSB2018 convention).
+metrics on binary foreground (pixel error, mean IU, RMSE). Aggregation over
+a data set: :func:`evaluate_dataset`.
 """
 
 from __future__ import annotations
@@ -128,11 +125,15 @@ def _overlap(gt: np.ndarray, pred: np.ndarray) -> _Overlap:
 def match_instances(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """IoU of every gt/pred instance pair.
 
-    Returns ``(gt_ids, pred_ids, iou)``: the sorted nonzero labels of each
-    image (dtype of the input) and a float64 matrix of shape
-    ``(n_gt, n_pred)`` with ``iou[i, j]`` the IoU of ``gt_ids[i]`` and
-    ``pred_ids[j]`` (0 where they do not overlap). Only overlapping pixels are
-    visited, so the cost is one sort of the image, not n_gt * n_pred masks.
+    Only overlapping pixels are visited, so the cost is one sort of the
+    image, not n_gt * n_pred masks.
+
+    Returns
+    -------
+    gt_ids, pred_ids : 1D ndarray
+        Sorted nonzero labels of each image (dtype of the input).
+    iou : (n_gt, n_pred) float64 ndarray
+        IoU of ``gt_ids[i]`` and ``pred_ids[j]``; 0 where they do not overlap.
     """
     ov = _overlap(*_check_pair(gt, pred))
     return ov.gt_ids, ov.pred_ids, ov.dense_iou()
@@ -141,9 +142,20 @@ def match_instances(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.nd
 def reproduced(reference: np.ndarray, other: np.ndarray, ids: np.ndarray, iou_min: float = 0.9) -> np.ndarray:
     """For each label of ``reference`` in ``ids``: does ``other`` hold an instance at IoU >= ``iou_min`` with it?
 
-    Bool array like ``ids``; how two segmentations of the same image agree
-    (tiled vs single pass, blocks vs whole image). An id absent from
-    ``reference`` counts as not reproduced.
+    How two segmentations of the same image agree (tiled vs single pass,
+    blocks vs whole image).
+
+    Parameters
+    ----------
+    reference, other : (H, W) int ndarray (label images)
+    ids : array_like of int
+        Labels of ``reference`` to check; one absent from it is not reproduced.
+    iou_min : float in [0, 1], optional
+
+    Returns
+    -------
+    bool ndarray
+        One entry per id, flattened.
     """
     ref_ids, _, iou = match_instances(reference, other)
     hit = dict(zip(ref_ids.tolist(), (iou >= _check_threshold(iou_min, "iou_min")).any(axis=1).tolist()))
@@ -220,8 +232,14 @@ def average_precision(
 ) -> np.ndarray:
     """DSB2018 AP(t) = TP / (TP + FP + FN), a TP being a one-to-one pair with IoU > t.
 
-    Returns a float64 array aligned with ``thresholds`` (each in [0, 1]);
-    1.0 at every threshold when both images are empty.
+    Parameters
+    ----------
+    thresholds : sequence of float in [0, 1], optional
+
+    Returns
+    -------
+    (len(thresholds),) float64 ndarray
+        1.0 at every threshold when both images are empty.
     """
     ts = [_check_threshold(t, "thresholds") for t in thresholds]
     ov = _overlap(*_check_pair(gt, pred))
@@ -301,6 +319,10 @@ def instance_error(gt: np.ndarray, pred: np.ndarray) -> tuple[int, int]:
     each) separates neither. The instance error is
     ``n_not_separated / n_touching``; counts are returned so a dataset total
     is a ratio of sums.
+
+    Returns
+    -------
+    n_touching, n_not_separated : int
     """
     gt, pred = _check_pair(gt, pred)
     return _instance_error(gt, _overlap(gt, pred))
@@ -345,10 +367,18 @@ def rmse(gt_fg: np.ndarray, prob: np.ndarray) -> float:
 def evaluate_image(gt: np.ndarray, pred: np.ndarray, prob: np.ndarray | None = None) -> dict:
     """All per-image metrics as plain Python numbers.
 
-    Keys: ``pixel_error``, ``mean_iu``, ``ap_50`` ... ``ap_90``, ``dsb_score``,
-    ``f1_50``, ``aji``, ``pq``, ``count_rel_error``, ``instance_error``
-    (per-image ratio, 0.0 without touching nuclei), ``n_touching``,
-    ``n_not_separated``, ``n_gt``, ``n_pred``, plus ``rmse`` when ``prob`` is given.
+    Parameters
+    ----------
+    prob : (H, W) float ndarray, optional
+        For ``rmse``.
+
+    Returns
+    -------
+    dict
+        ``pixel_error``, ``mean_iu``, ``ap_50`` ... ``ap_90``, ``dsb_score``,
+        ``f1_50``, ``aji``, ``pq``, ``count_rel_error``, ``instance_error``
+        (per-image ratio, 0.0 without touching nuclei), ``n_touching``,
+        ``n_not_separated``, ``n_gt``, ``n_pred``; ``rmse`` with ``prob``.
     """
     gt, pred = _check_pair(gt, pred)
     ov = _overlap(gt, pred)
@@ -391,10 +421,22 @@ def evaluate_dataset(
 ) -> dict:
     """Aggregate :func:`evaluate_image` over paired lists of images.
 
-    ``instance_error`` = total not separated / total touching (0.0 if none);
-    ``n_images``, ``n_gt``, ``n_pred``, ``n_touching`` are sums; every other
-    metric (``rmse`` too, when ``probs`` is given) is the mean over images.
-    Returns JSON-serialisable plain floats and ints.
+    ``instance_error`` = total not separated / total touching (0.0 if none):
+    it weights nuclei, not images; ``n_images``, ``n_gt``, ``n_pred``,
+    ``n_touching`` are sums; every other metric (``rmse`` too) is the mean
+    over images (the DSB2018 convention).
+
+    Parameters
+    ----------
+    gts, preds : sequence of (H, W) int ndarray
+        Paired ground-truth and predicted label images, at least one.
+    probs : sequence of (H, W) float ndarray, optional
+        Foreground probabilities, for ``rmse``.
+
+    Returns
+    -------
+    dict
+        Metric name to plain float or int (JSON-serialisable).
     """
     gts, preds = list(gts), list(preds)
     if not gts:
@@ -426,10 +468,17 @@ def evaluate_dataset(
 def centroid_recall(gt: np.ndarray, centroids_xy: np.ndarray) -> dict:
     """How RPN centroids (markers) cover ground-truth nuclei.
 
-    ``centroids_xy (N, 2)`` as ``(x, y)`` px. Returns counts: ``n_gt``;
-    ``hit`` (nuclei holding at least one centroid), ``single`` (exactly one:
-    what the watershed layer needs), ``split`` (two or more: the paper's
-    failure mode), ``stray`` (centroids on background).
+    Parameters
+    ----------
+    centroids_xy : (N, 2) float ndarray
+        ``(x, y)`` in px.
+
+    Returns
+    -------
+    dict of str to int
+        ``n_gt``; ``hit`` (nuclei holding at least one centroid), ``single``
+        (exactly one: what the watershed layer needs), ``split`` (two or
+        more: the paper's failure mode), ``stray`` (centroids on background).
     """
     gt = _check_labels(gt, "gt")
     c = np.asarray(centroids_xy, np.float64).reshape(-1, 2)

@@ -7,7 +7,7 @@ import pytest
 from skimage.draw import disk
 
 from hts.engine.infer import predict
-from hts.engine.scale import estimate_diameter, median_diameter, rescale, scale_factor
+from hts.engine.scale import classical_diameter, median_diameter, rescale, scale_factor
 from hts.errors import HtsError
 from hts.model import InstanceUNet, ModelConfig
 from hts.synthetic.nuclei import SyntheticConfig, generate
@@ -36,10 +36,10 @@ def test_rescale_shape():
 
 
 @pytest.mark.parametrize("diameter", [12.0, 24.0])
-def test_estimate_diameter_on_synthetic(diameter):
+def test_classical_diameter_on_synthetic(diameter):
     image, labels = generate(SyntheticConfig(shape=(256, 256), diameter=diameter), seed=7)
     truth = median_diameter(labels)
-    assert estimate_diameter(image) == pytest.approx(truth, rel=0.3)
+    assert classical_diameter(image) == pytest.approx(truth, rel=0.3)
 
 
 @pytest.mark.parametrize("scale", [0.7, 1.0, 1.6])

@@ -24,9 +24,9 @@ import zarr
 from scipy import ndimage
 
 import hts
-from hts.analysis.qc import edge_effect, flag_fields, flag_wells, robust_z
 from hts.analysis.report import _heatmap, plate_matrix, write_report
-from hts.io.ngff import downsample_to, image_info
+from hts.io.ngff import image_info
+from hts.io.ngff_write import downsample_to
 from hts.io.results import results_dir
 from hts.synthetic.plate import PlateSpec, write_plate, write_slide
 
@@ -216,47 +216,12 @@ def test_whole_slide_gets_a_density_map(tmp_path):
     assert res.fields["flags"].tolist() == [""] and res.wells.empty
 
 
-# QC functions on hand-made tables (fast)
+# Report functions on hand-made tables (fast)
 
-def test_robust_z_is_nan_safe():
-    assert robust_z(pd.Series([5.0, 5, 5, 5])).tolist() == [0, 0, 0, 0]
-    z = robust_z(pd.Series([10.0, 10, 10, 10, 50]))  # MAD 0: mean absolute deviation instead
-    assert np.isfinite(z).all() and z.iloc[4] > 3 and (z.iloc[:4] == 0).all()
-    z = robust_z(pd.Series([1.0, np.nan, 3, 2]))
-    assert np.isnan(z.iloc[1]) and z.iloc[3] == 0 and z.iloc[2] == pytest.approx(1 / 1.4826)
-    assert robust_z(pd.Series([], dtype=float)).empty
-
-
-def _wells(values: dict[tuple[str, str], float]) -> pd.DataFrame:
-    return pd.DataFrame([{"well": f"{r}/{c}", "row": r, "column": c, "fields": 1, "n_nuclei": v, "mean_per_field": v}
-                         for (r, c), v in values.items()])
-
-
-def test_outlier_well_and_edge_effect():
-    rows, cols = list("ABCD"), [str(i) for i in range(1, 7)]
-    inner = {(r, c) for r in "BC" for c in cols[1:-1]}
-    wells = _wells({(r, c): (100.0 + i % 3 if (r, c) in inner else 60.0 + i % 3)
-                    for i, (r, c) in enumerate((r, c) for r in rows for c in cols)})
-    eff = edge_effect(wells, rows, cols)
-    assert (eff.outer_wells, eff.inner_wells) == (16, 8) and eff.flagged and eff.ratio == pytest.approx(0.6, abs=0.02)
-    assert not edge_effect(_wells({k: 50.0 for k in inner | {("A", "1")}}), rows, cols).flagged
-    assert edge_effect(_wells({("A", "1"): 5.0, ("B", "2"): 5.0}), ["A", "B"], ["1", "2"]).ratio is None
-    flat = _wells({(r, c): 100.0 + (i % 5) for i, (r, c) in enumerate((r, c) for r in rows for c in cols)})
-    flat.loc[5, ["n_nuclei", "mean_per_field"]] = 400.0
-    flagged = flag_wells(flat)
-    assert flagged["flags"].tolist() == ["outlier" if i == 5 else "" for i in range(24)]
-
-
-def test_field_flags_thresholds():
-    fields = pd.DataFrame({"well": ["A/1"] * 6, "n_nuclei": [100, 90, 110, 9, 2, 95],
-                           "saturated_fraction": [0, 0.02, 0, 0, 0, 0.01], "focus": [1.0, 1.1, 0.4, 1.0, 0.0, np.nan]})
-    assert flag_fields(fields)["flags"].tolist() == ["", "saturated", "out_of_focus", "empty", "empty", ""]
-
-
-def test_plate_matrix_layouts():
+def test_plate_matrix_layouts(wells_table):
     rows = [chr(ord("A") + i) for i in range(26)] + ["AA", "AB", "AC", "AD", "AE", "AF"]  # 1536: A..Z, AA..AF
     cols = [str(i) for i in range(1, 49)]
-    wells = _wells({("B", "3"): 7.0, ("AF", "48"): 9.0})
+    wells = wells_table({("B", "3"): 7.0, ("AF", "48"): 9.0})
     m = plate_matrix(wells, rows[:16], cols[:24], "n_nuclei")  # 384 wells, two present
     assert m.shape == (16, 24) and m[1, 2] == 7 and np.isnan(m).sum() == 16 * 24 - 1
     m = plate_matrix(wells, rows, cols, "n_nuclei")  # 1536 wells
