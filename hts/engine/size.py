@@ -41,7 +41,7 @@ import numpy as np
 from skimage.filters import threshold_otsu
 
 from hts.engine.pipeline import infer_image, watershed_prediction
-from hts.engine.preprocess import check_image, normalize
+from hts.engine.preprocess import check_image, intensity_range, normalize
 from hts.engine.scale import rescale
 from hts.model import InstanceUNet
 
@@ -183,12 +183,6 @@ def segment_window(net: InstanceUNet, image: np.ndarray, trial: float, value_ran
     return labels, win
 
 
-def _range(image: np.ndarray) -> tuple[float, float]:
-    from hts.engine.preprocess import intensity_range
-
-    return intensity_range(image)
-
-
 def estimate_diameter(
     net: InstanceUNet,
     image: np.ndarray,
@@ -217,7 +211,7 @@ def estimate_diameter(
         ``MIN_DIAMETER``), the objects measured and the trials taken.
     """
     image = check_image(image)
-    value_range = _range(image)
+    value_range = intensity_range(image)
     trial = float(np.clip(max_diameter if start is None else start, MIN_DIAMETER, max_diameter))
     canonical = float(net.config.diameter or 32.0)
     est = SizeEstimate(None, start=trial)

@@ -32,6 +32,7 @@ from hts.errors import HtsError
 from hts.io.ngff import Source, open_source
 from hts.io.ngff_write import open_output
 from hts.io.results import Results, results_dir
+from hts.model import InstanceUNet
 from hts.screen.cluster import ClusterOptions, connect, inference_resources, windowed
 from hts.screen.tasks import Job, infer_field, watershed_field, write_field
 
@@ -90,7 +91,7 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _model_record(model: str | None) -> dict:
+def _model_record(model: str | None) -> tuple[dict, InstanceUNet]:
     """Load the model once in the driver: a bad checkpoint fails before any worker starts."""
     from hts.engine.pipeline import resolve_model
     from hts.model.checkpoint import sha256sum
@@ -98,7 +99,7 @@ def _model_record(model: str | None) -> dict:
 
     net = resolve_model(model)
     path = Path(model) if model else default_model_path()
-    return {"path": str(path), "sha256": sha256sum(path), "config": asdict(net.config)}
+    return {"path": str(path), "sha256": sha256sum(path), "config": asdict(net.config)}, net
 
 
 def _check_first_field(job: Job) -> tuple[tuple[int, int], int]:
@@ -199,7 +200,7 @@ def run(path: str | os.PathLike, opts: RunOptions = RunOptions(), progress: bool
         out = open_output(source, opts.out)
         if opts.overwrite:
             results.forget()
-        model = _model_record(opts.model)
+        model, net = _model_record(opts.model)  # the net also measures the plate's diameter
         todo = [f for f in source.fields if not results.is_done(f)]
         summary = RunSummary(out_path, str(results.path), len(source.fields) + len(source.skipped), 0,
                              len(source.fields) - len(todo))
@@ -219,12 +220,10 @@ def run(path: str | os.PathLike, opts: RunOptions = RunOptions(), progress: bool
         if earlier is not None:
             diameter = _same_settings(results, earlier, settings, diameter, summary.skipped_done, log)
         elif todo and diameter is None:
-            from hts.engine.pipeline import resolve_model
             from hts.screen.size import plate_diameter
 
             try:
-                size = plate_diameter(resolve_model(opts.model), [Job(r, diameter=None, **base) for r in todo], shape,
-                                      log)
+                size = plate_diameter(net, [Job(r, diameter=None, **base) for r in todo], shape, log)
                 diameter = size.diameter
             except HtsError as e:
                 log(f"nucleus diameter: cannot estimate it ({e}); images are not rescaled")
