@@ -1,13 +1,15 @@
 """The ``hts`` command line: ``train``, ``eval``, ``segment``, ``run``, ``counts``, ``report``, ``demo``.
 
 Every :class:`hts.errors.HtsError` becomes one line ``hts: error: ...`` on
-stderr and exit status 2; Ctrl-C exits with 130. The options themselves are
+stderr and exit status 2 (1 for a :class:`hts.errors.RunError`: a run that
+could not finish its output); Ctrl-C exits with 130. The options themselves are
 defined in :mod:`hts.cli_args`.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import signal
 import sys
@@ -18,6 +20,15 @@ from hts.cli_args import add_commands, cluster_options, run_options, train_confi
 from hts.errors import HtsError
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one ``hts: error: ...`` line (no usage block), exit status 2."""
+
+    def error(self, message: str):
+        """Print ``hts: error: <command>: <message>`` and a pointer to ``--help``; exit 2."""
+        where = "" if self.prog == "hts" else f"{self.prog}: "
+        self.exit(2, f"hts: error: {where}{message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of the ``hts`` command line.
 
@@ -26,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     argparse.ArgumentParser
         Parsing sets ``args.func``, the subcommand's ``cmd_*`` function.
     """
-    parser = argparse.ArgumentParser(prog="hts", description="Nucleus segmentation and counting with the Instance-U-Net.")
+    parser = OneLineParser(prog="hts", description="Nucleus segmentation and counting with the Instance-U-Net.")
     parser.add_argument("--version", action="version", version=f"hts {__version__}")
     add_commands(parser.add_subparsers(dest="command", required=True),
                  {"train": cmd_train, "eval": cmd_eval, "segment": cmd_segment, "run": cmd_run, "counts": cmd_counts,
@@ -162,6 +173,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+# OSError numbers that mean a bad path was given (exit 2), not a failure while working (exit 1)
+BAD_PATH = frozenset({errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EISDIR, errno.ENOTDIR,
+                      errno.EEXIST, errno.ENAMETOOLONG})
+
+
 class Terminated(Exception):
     """SIGTERM (e.g. ``scancel`` of the driver's job): unwind so clusters and worker jobs are closed."""
 
@@ -182,9 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     -------
     int
         The exit status: 0 on success, 1 when ``hts run`` left fields
-        failed, 2 on an :class:`~hts.errors.HtsError` (one line on stderr),
+        failed or could not write its tables (:class:`~hts.errors.RunError`),
+        2 on another :class:`~hts.errors.HtsError` (one line on stderr),
         130 on Ctrl-C, 143 on SIGTERM. A bad command line exits with 2 from
-        argparse.
+        argparse. An OSError (a path that cannot be read or written, a full
+        disk) is one line too: status 2 for a bad path, 1 otherwise.
     """
     args = build_parser().parse_args(argv)
     if threading.current_thread() is threading.main_thread():
@@ -193,7 +211,15 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except HtsError as exc:
         print(f"hts: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.status
+    except OSError as exc:  # a path the user gave that cannot be read or written, a full disk, a lost mount
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"hts: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2 if exc.errno in BAD_PATH else 1
+    except MemoryError:
+        print("hts: error: out of memory; segment fewer or smaller images at a time (--workers, --block, "
+              "--batch-size)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("hts: interrupted", file=sys.stderr)
         return 130

@@ -377,10 +377,11 @@ def _add_run(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     sl.add_argument("--max-jobs", type=int, default=Default(SLURM, "max_jobs"),
                     help="adaptive scaling: most worker jobs (default %(default)s)")
     sl.add_argument("--interface", help="network interface for scheduler and workers, e.g. ib0 (listens there only)")
-    sl.add_argument("--lifetime", help="retire workers after this long (e.g. 55m, under the walltime); "
-                    "adaptive scaling replaces them")
+    sl.add_argument("--lifetime", help="retire workers after this long (e.g. 50m for a 1 h walltime: keep "
+                    "lifetime + stagger + 1m under it); a retiring worker finishes its tasks (up to 60 s) and "
+                    "adaptive scaling replaces it")
     sl.add_argument("--lifetime-stagger", default=Default(SLURM, "lifetime_stagger"),
-                    help="spread of the lifetimes (default %(default)s)")
+                    help="spread of the lifetimes, shorter than --lifetime (default %(default)s)")
     sl.add_argument("--tls", action="store_true", default=None,
                     help="TLS between scheduler, workers and client (temporary certificates)")
     sl.add_argument("--job-prologue", dest="prologue", action="append", metavar="LINE",

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
-from skimage.filters import threshold_otsu
 
-from hts.engine.preprocess import check_image, normalize
+from hts.engine.preprocess import check_image, normalize, otsu_threshold
 from hts.engine.watershed import distance_markers, watershed_layer
 
 
@@ -41,6 +40,6 @@ def classical_segment(image: np.ndarray, sigma: float = 1.0, min_distance: int =
     norm = ndimage.gaussian_filter(normalize(check_image(image)), sigma)
     if norm.max() <= norm.min():
         return np.zeros(norm.shape, np.uint32)
-    foreground = norm > threshold_otsu(norm)
+    foreground = norm > otsu_threshold(norm)
     foreground = ndimage.binary_fill_holes(ndimage.binary_opening(foreground))
     return watershed_layer(foreground, distance_markers(foreground, min_distance), min_size)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from hts.errors import HtsError
@@ -11,6 +13,9 @@ DEBRIS_RATIO = 5.0  # debris: pixels this many times the typical nucleus' bright
 DEBRIS_MIN_FRACTION = 5e-4  # ... covering at least this fraction of the image ...
 DEBRIS_MAX_SHARE = 0.5  # ... and at most this share of the object pixels
 OTSU_CLIP_PERCENTILE = 99.0  # objects for the typical brightness: Otsu on the image clipped here
+SAFE_EXPONENT = 100  # float images whose magnitude is outside 2**-100 .. 2**100 are scaled by a power of two first
+OTSU_EXPONENT = 20  # skimage's Otsu sums squares in float32: it gets images scaled into 2**-20 .. 2**20
+NORM_LIMIT = 1e6  # normalised intensities are clipped here: a million ranges above the nuclei is debris, not signal
 
 
 def check_image(image: object, name: str = "image") -> np.ndarray:
@@ -36,7 +41,8 @@ def check_image(image: object, name: str = "image") -> np.ndarray:
     ------
     HtsError
         For input numpy cannot read as numbers, anything not 2D, an empty
-        array, bool/complex/object/string dtypes, NaN or inf pixels.
+        array, bool/complex/object/string or extended-precision float
+        dtypes, NaN or inf pixels.
     """
     try:
         arr = np.asarray(image)
@@ -46,6 +52,8 @@ def check_image(image: object, name: str = "image") -> np.ndarray:
         raise HtsError(f"{name}: bool data is a mask, not an intensity image")
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
         raise HtsError(f"{name}: dtype {arr.dtype} is not a real numeric type")
+    if np.issubdtype(arr.dtype, np.floating) and arr.dtype.itemsize > 8:
+        raise HtsError(f"{name}: dtype {arr.dtype} (extended precision) is not supported, use float64")
     if arr.ndim != 2:
         raise HtsError(f"{name}: expected a 2D (height, width) image, got shape {arr.shape}")
     if arr.size == 0:
@@ -71,6 +79,74 @@ def as_numpy(array) -> np.ndarray:
     return np.asarray(array.compute() if hasattr(array, "compute") else array)
 
 
+def float32_view(values, reference: float = 0.0) -> tuple[np.ndarray, int]:
+    """``values`` as float32 and the power of two ``k`` they were scaled by: ``values ~ result * 2**k``.
+
+    ``k`` is 0 (a plain cast) unless a float image's largest magnitude (or
+    ``reference``'s) lies outside ``2**-SAFE_EXPONENT .. 2**SAFE_EXPONENT``,
+    where a plain cast would overflow to inf or flush the pixels to zero.
+    Such an image is scaled by ``2**-k`` first, which is exact, and every
+    later step (percentiles, Otsu, normalisation) commutes with it, so the
+    result does not depend on the image's units. Integers of any width fit
+    float32 as they are.
+
+    Parameters
+    ----------
+    values : array_like
+        Intensities of a real dtype, any shape.
+    reference : float, optional
+        A magnitude that must fit too (the ``value_range`` a block is normalised with).
+
+    Returns
+    -------
+    arr : ndarray
+        float32, shape of ``values`` (not copied when already float32 and ``k`` is 0).
+    k : int
+        The exponent; multiply ranges in ``arr``'s units by ``2**k`` for image units.
+    """
+    arr = np.asarray(values)
+    if not np.issubdtype(arr.dtype, np.floating):
+        return np.asarray(arr, np.float32), 0
+    k = _exponent(arr, reference)
+    if abs(k) <= SAFE_EXPONENT:
+        return np.asarray(arr, np.float32), 0
+    return np.ldexp(arr, -k).astype(np.float32), k
+
+
+def _exponent(arr: np.ndarray, reference: float = 0.0) -> int:
+    """``k`` with the largest magnitude of ``arr`` and ``reference`` in ``[2**(k-1), 2**k)``; 0 for zeros or non-finite."""
+    top = abs(float(reference))
+    if arr.size:
+        top = max(top, abs(float(arr.max())), abs(float(arr.min())))
+    return math.frexp(top)[1] if math.isfinite(top) else 0
+
+
+def otsu_threshold(image: np.ndarray) -> float:
+    """Otsu's threshold of ``image``, whatever its magnitude.
+
+    skimage sums ``count * value**2`` in float32, which overflows (a
+    RuntimeWarning and a wrong threshold) for values beyond about 2**30 and
+    underflows for tiny ones. Such an image is thresholded scaled by a power
+    of two (exact; the threshold scales back exactly); others as they are.
+
+    Parameters
+    ----------
+    image : ndarray
+        Finite intensities, any shape.
+
+    Returns
+    -------
+    float
+        The threshold, in the units of ``image``.
+    """
+    from skimage.filters import threshold_otsu
+
+    k = _exponent(image)
+    if abs(k) <= OTSU_EXPONENT:
+        return threshold_otsu(image)
+    return math.ldexp(float(threshold_otsu(np.ldexp(image, -k))), k)
+
+
 def percentile_range(values: np.ndarray, percentiles: tuple[float, float] = PERCENTILES) -> tuple[float, float]:
     """``(lo, hi)``: the ``percentiles`` of ``values``, unless saturation or debris would set ``hi``.
 
@@ -92,9 +168,9 @@ def percentile_range(values: np.ndarray, percentiles: tuple[float, float] = PERC
     Returns
     -------
     lo, hi : float
-        Intensities in the units of ``values``.
+        Intensities in the units of ``values`` (any magnitude: see :func:`float32_view`).
     """
-    arr = np.asarray(values, np.float32)
+    arr, k = float32_view(values)
     lo, clip, hi = np.percentile(arr, (percentiles[0], OTSU_CLIP_PERCENTILE, percentiles[1]))  # one sort
     keep = None
     top = arr.max()
@@ -105,7 +181,7 @@ def percentile_range(values: np.ndarray, percentiles: tuple[float, float] = PERC
         debris = bright_outliers(arr, float(lo), float(hi), clip=float(clip))
         if debris is not None:
             lo, hi = _range_of(arr, ~debris if keep is None else keep & ~debris, percentiles, (lo, hi))
-    return float(lo), float(hi)
+    return math.ldexp(float(lo), k), math.ldexp(float(hi), k)
 
 
 def _range_of(arr: np.ndarray, keep: np.ndarray, percentiles: tuple[float, float],
@@ -146,14 +222,13 @@ def bright_outliers(image: np.ndarray, lo: float, hi: float, clip: float | None 
         True on debris pixels; None when the rule does not fire.
     """
     from scipy import ndimage
-    from skimage.filters import threshold_otsu
 
     if clip is None:
         clip = float(np.percentile(image, OTSU_CLIP_PERCENTILE))
     clipped = np.minimum(image, min(hi, clip))
     if clipped.max() <= clipped.min():
         return None
-    objects, n = ndimage.label(image > threshold_otsu(clipped))
+    objects, n = ndimage.label(image > otsu_threshold(clipped))
     if n < 3:
         return None
     area = np.bincount(objects.ravel(), minlength=n + 1)[1:].astype(np.float64)
@@ -205,7 +280,9 @@ def normalize(
     The network was trained on images normalised this way, so the 8/16-bit
     and float ranges of real microscopes all look alike to it; saturated
     pixels and debris are handled by :func:`percentile_range`. A constant
-    image maps to all zeros (no nuclei, no error).
+    image maps to all zeros (no nuclei, no error). The result does not
+    depend on the image's units (a power-of-two scaling gives the same
+    output, see :func:`float32_view`).
 
     Parameters
     ----------
@@ -220,10 +297,25 @@ def normalize(
     Returns
     -------
     ndarray
-        float32, shape of ``image``; not clipped, so values may leave [0, 1].
+        float32, shape of ``image``; not clipped to [0, 1], so values may
+        leave it, but kept within ``+-NORM_LIMIT``.
     """
-    arr = np.asarray(image, np.float32)
-    lo, hi = percentile_range(arr, percentiles) if value_range is None else value_range
-    if hi - lo <= 1e-12 * max(abs(hi), 1.0):
+    if value_range is None:
+        arr, k = float32_view(image)
+        lo, hi = percentile_range(arr, percentiles)
+    else:
+        arr, k = float32_view(image, max(abs(value_range[0]), abs(value_range[1])))
+        lo, hi = math.ldexp(float(value_range[0]), -k), math.ldexp(float(value_range[1]), -k)
+    if not hi - lo > 1e-12 * max(abs(hi), abs(lo)):
         return np.zeros(arr.shape, np.float32)
-    return (arr - np.float32(lo)) / np.float32(hi - lo)
+    return _stretch(arr, lo, hi)
+
+
+def _stretch(arr: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``(arr - lo) / (hi - lo)`` as float32, clipped to ``+-NORM_LIMIT`` (``hi > lo``)."""
+    if hi - lo >= 2.0**-SAFE_EXPONENT:  # float32 holds the range: the arithmetic the network was trained with
+        with np.errstate(over="ignore"):  # a pixel beyond float32 after the stretch is clipped just below
+            out = (arr - np.float32(lo)) / np.float32(hi - lo)
+        return np.clip(out, -NORM_LIMIT, NORM_LIMIT, out=out)
+    # a range under float32's resolution beside much larger pixels (lo, hi tiny): float64
+    return np.clip((arr.astype(np.float64) - lo) / (hi - lo), -NORM_LIMIT, NORM_LIMIT).astype(np.float32)

@@ -18,11 +18,48 @@ from hts.errors import HtsError
 def median_diameter(labels: np.ndarray) -> float | None:
     """Median equivalent diameter ``2 sqrt(area / pi)`` (px) of the instances; None without any."""
     lab = np.asarray(labels)
-    counts = np.bincount(lab.ravel().astype(np.int64))[1:] if lab.size else np.zeros(0)
-    counts = counts[counts > 0]
+    if lab.size == 0:
+        return None
+    if 0 <= lab.min() and lab.max() <= 2 * lab.size:  # the usual case: bincount, linear time
+        counts = np.bincount(lab.ravel().astype(np.int64))[1:]
+        counts = counts[counts > 0]
+    else:  # huge ids (e.g. 2**40) would make bincount allocate that much
+        counts = np.unique(lab[lab > 0], return_counts=True)[1]
     if counts.size == 0:
         return None
     return float(np.median(2.0 * np.sqrt(counts / np.pi)))
+
+
+MIN_DIAMETER_PX = 4.0  # smaller nuclei would be upsampled more than 8x to the canonical 32 px
+
+
+def check_diameter(diameter: float, shape: tuple[int, int] | None = None, name: str = "diameter") -> None:
+    """Refuse a nucleus diameter that cannot describe the images.
+
+    Parameters
+    ----------
+    diameter : float
+        The nucleus diameter given, px.
+    shape : tuple of int, optional
+        ``(H, W)`` of the images, px: the diameter may not exceed the
+        smaller side (such an image would shrink to nothing).
+    name : str
+        The option's name for the message (e.g. ``--diameter``).
+
+    Raises
+    ------
+    HtsError
+        Not a finite number, under :data:`MIN_DIAMETER_PX`, or wider than the image.
+    """
+    if isinstance(diameter, bool) or not isinstance(diameter, (int, float, np.floating, np.integer)) \
+            or not np.isfinite(diameter) or diameter <= 0:
+        raise HtsError(f"{name} must be a positive number of px, got {diameter!r}")
+    if diameter < MIN_DIAMETER_PX:
+        raise HtsError(f"{name} {diameter:g}: nuclei under {MIN_DIAMETER_PX:g} px cannot be segmented "
+                       "(the images would be upsampled more than 8x); image them at a higher magnification")
+    if shape is not None and diameter > min(shape):
+        raise HtsError(f"{name} {diameter:g}: wider than the images ({shape[0]} x {shape[1]} px); "
+                       "give the nucleus diameter in px of the image")
 
 
 def scale_factor(canonical: float, diameter: float | None) -> float:

@@ -34,14 +34,20 @@ take the :func:`consensus` of several fields.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from itertools import pairwise
 
 import numpy as np
-from skimage.filters import threshold_otsu
 
 from hts.engine.pipeline import infer_image, watershed_prediction
-from hts.engine.preprocess import check_image, intensity_range, normalize
+from hts.engine.preprocess import (
+    check_image,
+    float32_view,
+    intensity_range,
+    normalize,
+    otsu_threshold,
+)
 from hts.engine.scale import rescale
 from hts.model import InstanceUNet
 
@@ -100,7 +106,7 @@ class Windows:
         norm = normalize(image, value_range=value_range)
         h, w = self.shape = norm.shape
         try:
-            fg = norm > threshold_otsu(norm[:: max(1, h // 512), :: max(1, w // 512)])
+            fg = norm > otsu_threshold(norm[:: max(1, h // 512), :: max(1, w // 512)])
         except ValueError:  # a constant image
             fg = np.zeros(norm.shape, bool)
         self._ii = np.pad(fg.cumsum(0, dtype=np.int64).cumsum(1), ((1, 0), (1, 0)))
@@ -173,7 +179,8 @@ def segment_window(net: InstanceUNet, image: np.ndarray, trial: float, value_ran
     canonical = float(net.config.diameter or 32.0)
     side = round(WINDOW_NET_PX * trial / canonical)
     win = (windows or Windows(image, value_range)).best(side)
-    crop = np.asarray(image[win], np.float32)
+    crop, k = float32_view(image[win], max(map(abs, value_range)))  # k != 0: floats beyond float32's range
+    value_range = (math.ldexp(value_range[0], -k), math.ldexp(value_range[1], -k))
     if min(crop.shape) * canonical / trial < 16:
         return None
     # Resampled to the network's scale first, so that the watershed too runs on one tile's pixels

@@ -6,7 +6,8 @@ interrupted write (an exception, Ctrl-C, a killed job) never leaves a
 partial file under the final name, and a reader sees the old file or the
 new one, never a mix.
 
-This module imports nothing but the standard library, so every layer of
+This module imports nothing but the standard library (and the stdlib-only
+:mod:`hts.io.killpoint`: each write is a kill point), so every layer of
 hts may use it (:mod:`hts.model.checkpoint` included) without importing
 the rest of :mod:`hts.io`.
 """
@@ -18,6 +19,8 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
+
+from hts.io import killpoint
 
 Writer = Callable[[BinaryIO], object]
 
@@ -59,7 +62,11 @@ def atomic_write(path: str | os.PathLike, data: bytes | Writer) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:  # name the file the caller asked for, not the temporary one
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror, str(path)) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    killpoint.step(f"write {path}")
     return path

@@ -13,6 +13,7 @@ Choices (documented in the README):
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,14 +79,20 @@ class ImageInfo:
         return self.shapes[0][self.axes.index(name)] if name in self.axes else 1
 
 
+METADATA_FILES = (".zattrs", ".zgroup", ".zarray", "zarr.json")  # a node's JSON files, NGFF 0.4 (Zarr v2) and 0.5 (v3)
+
+
 def _open_group(path: str | os.PathLike, mode: str = "r") -> zarr.Group:
     p = Path(path)
     if not p.exists():
         raise HtsError(f"{p}: no such file or directory")
+    if p.is_file():
+        raise HtsError(f"{p}: a file, not a Zarr group (hts run reads OME-Zarr plates and images; "
+                       "hts segment reads TIFF, PNG and NPY files)")
     try:
         return zarr.open_group(str(p), mode=mode)
     except Exception as e:  # zarr raises several types for "not a group here"
-        raise HtsError(f"{p}: not a Zarr group ({type(e).__name__})") from None
+        raise HtsError(broken_node(p, e) or f"{p}: not a Zarr group ({type(e).__name__})") from None
 
 
 def _ome(group: zarr.Group) -> dict:
@@ -98,8 +105,96 @@ def _first_error(exc: Exception) -> str:
     return " ".join(t.strip() for t in text[:3]) if text else type(exc).__name__
 
 
+def reason(exc: Exception) -> str:
+    """The first real reason of a validation or read error, in one line.
+
+    A pydantic error gives its first failing field (``loc: message``), a
+    JSON error its position; others their first line.
+    """
+    import pydantic
+
+    if isinstance(exc, pydantic.ValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        return f"{where}: {first['msg']}" if where else first["msg"]
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def broken_node(directory: Path, exc: Exception | None = None) -> str | None:
+    """``"<file>: <reason>"`` for the first unreadable metadata file of a Zarr node, else None.
+
+    Parameters
+    ----------
+    directory : pathlib.Path
+        A group's or array's directory.
+    exc : Exception, optional
+        The error met when opening it: its reason is used when no file is
+        unreadable JSON but ``exc`` is itself a JSON error.
+    """
+    for name in METADATA_FILES:
+        f = directory / name
+        if f.is_file():
+            try:
+                json.loads(f.read_bytes() or b"")
+            except (ValueError, OSError) as e:  # JSONDecodeError, UnicodeDecodeError, EIO
+                return f"{f}: {reason(e) if isinstance(e, json.JSONDecodeError) else type(e).__name__}"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{directory}: {reason(exc)}"
+    return None
+
+
+def ngff_version(group: zarr.Group) -> str:
+    """``"0.5"`` for a Zarr v3 group with ``ome`` attributes, else ``"0.4"`` (the versions hts reads)."""
+    return "0.5" if group.metadata.zarr_format == 3 and "ome" in group.attrs else "0.4"
+
+
+def _tolerant(attrs: dict) -> dict:
+    """A copy of image attributes with what real writers produce but strict validation refuses made standard.
+
+    Older iohub releases write ``{"type": "identity"}`` coordinate
+    transformations (NGFF 0.3); they are the scale 1 of every axis.
+    """
+    try:
+        ms = attrs["multiscales"]
+        ndim = len(ms[0]["axes"])
+    except (KeyError, IndexError, TypeError):
+        return attrs
+    if not any(t.get("type") == "identity" for m in ms if isinstance(m, dict) for d in m.get("datasets", [])
+               for t in d.get("coordinateTransformations", []) if isinstance(t, dict)):
+        return attrs
+    fixed = json.loads(json.dumps(attrs))
+    for m in fixed["multiscales"]:
+        for d in m.get("datasets", []):
+            d["coordinateTransformations"] = [{"type": "scale", "scale": [1.0] * ndim} if t.get("type") == "identity"
+                                              else t for t in d.get("coordinateTransformations", [])]
+    return fixed
+
+
+def _validate(kind: str, version: str, attrs: dict) -> None:
+    """Validate a node's OME attributes with ome-zarr-models (``kind``: plate, well or image)."""
+    from ome_zarr_models.v04.hcs import HCSAttrs as Plate04
+    from ome_zarr_models.v04.image import ImageAttrs as Image04
+    from ome_zarr_models.v04.well import WellAttrs as Well04
+    from ome_zarr_models.v05.hcs import HCSAttrs as Plate05
+    from ome_zarr_models.v05.image import ImageAttrs as Image05
+    from ome_zarr_models.v05.well import WellAttrs as Well05
+
+    models = {("plate", "0.4"): Plate04, ("well", "0.4"): Well04, ("image", "0.4"): Image04,
+              ("plate", "0.5"): Plate05, ("well", "0.5"): Well05, ("image", "0.5"): Image05}
+    models[kind, version].model_validate(_tolerant(attrs) if kind == "image" else attrs)
+
+
 def open_source(path: str | os.PathLike) -> Source:
     """Open an OME-Zarr plate (plate -> row -> column -> field) or single multiscale image.
+
+    Each well and field is read and validated on its own: one that is
+    broken (unreadable JSON, invalid NGFF metadata, a missing or
+    mismatched array) is put in ``skipped``, named with the file and the
+    first reason, and the rest of the plate is processed. Label groups are
+    not read (hts writes its own; :func:`hts.io.ngff_write.repair_labels`).
 
     Parameters
     ----------
@@ -109,58 +204,100 @@ def open_source(path: str | os.PathLike) -> Source:
     Returns
     -------
     Source
-        Its kind, version and fields; a plate's wells that are listed but
-        absent or empty are in ``skipped`` with the reason.
+        Its kind, version and fields; wells and fields that cannot be
+        read are in ``skipped`` with the reason.
 
     Raises
     ------
     HtsError
-        Not a Zarr group, neither a plate nor an image, or invalid NGFF
-        metadata (the validator's first message).
+        Not a Zarr group, neither a plate nor an image, an invalid plate
+        metadata or image (naming the file and the first reason), or a
+        plate without any readable field.
     """
-    from ome_zarr_models import open_ome_zarr
-    from ome_zarr_models.v04 import HCS as HCS04
-    from ome_zarr_models.v04 import Image as Image04
-    from ome_zarr_models.v05 import HCS as HCS05
-    from ome_zarr_models.v05 import Image as Image05
-
+    path = Path(path)
     root = _open_group(path)
-    attrs = _ome(root)
+    try:
+        attrs = _ome(root)
+    except Exception as e:  # noqa: BLE001
+        raise HtsError(broken_node(path, e) or f"{path}: unreadable metadata ({reason(e)})") from None
     if "plate" not in attrs and "multiscales" not in attrs:
         raise HtsError(f"{path}: a Zarr group but neither an OME-Zarr plate nor an image (no 'plate' or 'multiscales' metadata)")
+    version = ngff_version(root)
     what = "plate" if "plate" in attrs else "image"
     try:
-        model = open_ome_zarr(root)
-    except Exception as e:
-        raise HtsError(f"{path}: invalid NGFF {what} metadata: {_first_error(e)}") from None
-    if isinstance(model, (HCS04, HCS05)):
-        version = "0.5" if isinstance(model, HCS05) else "0.4"
-        return _plate_source(Path(path), root, attrs["plate"], version)
-    if isinstance(model, (Image04, Image05)):
-        version = "0.5" if isinstance(model, Image05) else "0.4"
-        return Source(Path(path), "image", version, [FieldRef("")])
-    raise HtsError(f"{path}: OME-Zarr {type(model).__name__} is neither a plate nor an image")
+        _validate(what, version, attrs)
+    except Exception as e:  # noqa: BLE001  # pydantic's ValidationError, or a TypeError on odd JSON
+        raise HtsError(f"{path}: invalid NGFF {version} {what} metadata: {reason(e)}") from None
+    if what == "plate":
+        source = _plate_source(path, root, attrs["plate"], version)
+        if not source.fields:
+            first = source.skipped[0][1] if source.skipped else "the plate lists no wells"
+            raise HtsError(f"{path}: no readable field in the plate ({len(source.skipped)} skipped; first: {first})")
+        return source
+    image_info(root, str(path))
+    return Source(path, "image", version, [FieldRef("")])
 
 
 def _plate_source(path: Path, root: zarr.Group, plate: dict, version: str) -> Source:
+    """The plate's fields, each well and field checked on its own (see :func:`open_source`)."""
     rows = [r["name"] for r in plate["rows"]]
     cols = [c["name"] for c in plate["columns"]]
     fields, skipped = [], []
     for well in plate["wells"]:
         wpath = well["path"]
         row, col = rows[well["rowIndex"]], cols[well["columnIndex"]]
-        try:
-            wgroup = root[wpath]
-        except KeyError:
-            skipped.append((FieldRef(wpath, wpath, row, col, "?"), f"well {wpath} is listed in the plate metadata but absent on disk"))
-            continue
-        images = _ome(wgroup).get("well", {}).get("images")
-        if not images:
-            skipped.append((FieldRef(wpath, wpath, row, col, "?"), f"well {wpath}: missing or empty 'well' metadata"))
+        ref = FieldRef(wpath, wpath, row, col, "?")
+        images, why = _well_images(path, root, wpath, version)
+        if images is None:
+            skipped.append((ref, why))
             continue
         for im in images:
-            fields.append(FieldRef(f"{wpath}/{im['path']}", wpath, row, col, str(im["path"])))
+            ref = FieldRef(f"{wpath}/{im}", wpath, row, col, str(im))
+            why = _field_problem(path, root, ref.path, version)
+            if why is None:
+                fields.append(ref)
+            else:
+                skipped.append((ref, why))
     return Source(path, "plate", version, fields, skipped, plate)
+
+
+def _well_images(path: Path, root: zarr.Group, wpath: str, version: str) -> tuple[list[str] | None, str]:
+    """The image paths of a well, or None and why it cannot be read."""
+    where = path / wpath
+    if not where.is_dir():
+        return None, f"well {wpath} is listed in the plate metadata but absent on disk ({where})"
+    try:
+        attrs = _ome(root[wpath])
+    except Exception as e:  # noqa: BLE001
+        return None, broken_node(where, e) or f"{where}: unreadable ({reason(e)})"
+    if not attrs.get("well", {}).get("images"):
+        return None, f"well {wpath}: missing or empty 'well' metadata"
+    try:
+        _validate("well", version, attrs)
+    except Exception as e:  # noqa: BLE001
+        return None, f"{where}: invalid NGFF {version} well metadata: {reason(e)}"
+    return [str(im["path"]) for im in attrs["well"]["images"]], ""
+
+
+def _field_problem(path: Path, root: zarr.Group, fpath: str, version: str) -> str | None:
+    """Why the field image ``fpath`` cannot be segmented, or None when it can."""
+    where = path / fpath
+    if not where.is_dir():
+        return f"field {fpath} is listed in its well's metadata but absent on disk ({where})"
+    try:
+        group = root[fpath]
+        attrs = _ome(group)
+    except Exception as e:  # noqa: BLE001
+        return broken_node(where, e) or f"{where}: unreadable ({reason(e)})"
+    try:
+        _validate("image", version, attrs)
+    except Exception as e:  # noqa: BLE001
+        return f"{where}: invalid NGFF {version} image metadata: {reason(e)}"
+    try:
+        image_info(group, str(where))
+    except HtsError as e:
+        return str(e)
+    return None
 
 
 def image_info(group: zarr.Group, where: str = "") -> ImageInfo:
@@ -190,9 +327,9 @@ def image_info(group: zarr.Group, where: str = "") -> ImageInfo:
     attrs = _ome(group)
     try:
         ms = attrs["multiscales"][0]
-        axes = tuple(a["name"] if isinstance(a, dict) else a for a in ms["axes"])
+        axes = tuple(str(a["name"] if isinstance(a, dict) else a).lower() for a in ms["axes"])  # iohub: T,C,Z,Y,X
         levels = tuple(d["path"] for d in ms["datasets"])
-    except (KeyError, IndexError, TypeError):
+    except (KeyError, IndexError, TypeError, AttributeError):
         raise HtsError(f"{where}: missing or invalid 'multiscales' metadata") from None
     if "y" not in axes or "x" not in axes:
         raise HtsError(f"{where}: axes {axes} have no 'y' and 'x'")
@@ -203,6 +340,11 @@ def image_info(group: zarr.Group, where: str = "") -> ImageInfo:
             arr = group[d["path"]]
         except KeyError:
             raise HtsError(f"{where}: dataset {d['path']!r} listed in 'multiscales' is absent") from None
+        except Exception as e:  # noqa: BLE001  # unreadable array metadata
+            broken = broken_node(Path(where) / d["path"], e) if where else None
+            raise HtsError(broken or f"{where}: dataset {d['path']!r}: {reason(e)}") from None
+        if not isinstance(arr, zarr.Array):
+            raise HtsError(f"{where}: dataset {d['path']!r} listed in 'multiscales' is a group, not an array")
         shapes.append(tuple(int(s) for s in arr.shape))
         scale = next((t["scale"] for t in d.get("coordinateTransformations", []) if t.get("type") == "scale"), None)
         scales.append((float(scale[iy]), float(scale[ix])) if scale else (1.0, 1.0))

@@ -13,14 +13,15 @@ same ``y, x`` shape, nearest-neighbour downsampled, chunked like the image's
 from __future__ import annotations
 
 import os
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import zarr
-from ome_zarr.format import Format
+from ome_zarr.format import Format, FormatV04, FormatV05
 from ome_zarr.writer import (
     add_metadata,
-    write_label_metadata,
     write_multiscales_metadata,
     write_plate_metadata,
     write_well_metadata,
@@ -28,6 +29,7 @@ from ome_zarr.writer import (
 
 from hts.errors import HtsError
 from hts.io.ngff import LABEL_NAME, ImageInfo, Source, _first_error, _ome, level_shapes
+from hts.io.staging import STAGED, fs_path, install, open_group_at, staged_name, sweep
 
 
 def downsample_to(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -126,13 +128,52 @@ def write_pyramid(group: zarr.Group, plane: np.ndarray, info: ImageInfo, fmt: Fo
     write_multiscales(group, info, fmt, name)
 
 
-def begin_labels(image: zarr.Group, info: ImageInfo, fmt: Format) -> tuple[zarr.Group, list[zarr.Array]]:
-    """A fresh ``<image>/labels/nuclei`` (an earlier partial write is removed) with empty uint32 levels.
+@dataclass(frozen=True)
+class LabelStage:
+    """Where :func:`begin_labels` builds an image's ``labels/nuclei`` until :func:`finish_labels` installs it.
+
+    ``name`` is the staged label group's path inside the image group (e.g.
+    ``labels/.nuclei.<pid>.<token>.tmp``, or ``.labels.<pid>.<token>.tmp/nuclei``
+    when the whole ``labels`` group is new), for tasks that write its arrays.
+    """
+
+    image_dir: Path  # the image group's directory
+    name: str  # the staged label group, relative to the image group
+    staged: Path  # the directory installed by finish_labels: a staged labels/nuclei, or a staged labels
+    final: Path  # where it goes: <image>/labels/nuclei or <image>/labels
+    listed: tuple[str, ...] | None  # the labels list of an existing labels group; None: the whole group is staged
+
+
+def _listed_labels(image_dir: Path, fmt: Format) -> tuple[str, ...] | None:
+    """The ``labels`` list of ``<image>/labels``; None when there is no such group, or one hts may replace whole.
+
+    A ``labels`` group without a readable list holding nothing but hts's own
+    ``nuclei`` (what a run killed by older versions left) may be replaced;
+    one with other members is another tool's and is refused.
+    """
+    labels_dir = image_dir / "labels"
+    if not labels_dir.is_dir():
+        return None
+    try:
+        listed = _ome(zarr.open_group(str(labels_dir), mode="r")).get("labels")
+    except Exception:  # noqa: BLE001  # unreadable metadata: judged by the members below
+        listed = None
+    if isinstance(listed, list) and all(isinstance(n, str) for n in listed):
+        return tuple(listed)
+    members = {e.name for e in os.scandir(labels_dir) if e.is_dir() and not STAGED.match(e.name)}
+    if members <= {LABEL_NAME}:
+        return None
+    raise HtsError(f"{labels_dir}: a labels group without a valid 'labels' list, holding {sorted(members)}; "
+                   "hts does not replace labels written by another tool: repair or remove it")
+
+
+def begin_labels(image: zarr.Group, info: ImageInfo, fmt: Format) -> tuple[LabelStage, list[zarr.Array]]:
+    """A staged ``<image>/labels/nuclei`` with empty uint32 levels; nothing changes at its final place yet.
 
     Parameters
     ----------
     image : zarr.Group
-        The image group (opened for writing).
+        The image group (of a local store, opened for writing).
     info : ImageInfo
         Its :func:`~hts.io.ngff.image_info`.
     fmt : ome_zarr.format.Format
@@ -140,53 +181,86 @@ def begin_labels(image: zarr.Group, info: ImageInfo, fmt: Format) -> tuple[zarr.
 
     Returns
     -------
-    group : zarr.Group
-        ``<image>/labels/nuclei``, without metadata until :func:`finish_labels`.
+    stage : LabelStage
+        For :func:`finish_labels` (or :func:`abort_labels`).
     levels : list of zarr.Array
-        Its uint32 ``(y, x)`` levels, zero-filled.
+        The staged group's uint32 ``(y, x)`` levels, zero-filled.
+
+    Raises
+    ------
+    HtsError
+        ``<image>/labels`` belongs to another tool and has no valid ``labels`` list.
     """
-    parent = image.require_group("labels")
-    if LABEL_NAME in parent:
-        del parent[LABEL_NAME]
-    group = parent.create_group(LABEL_NAME)
-    return group, create_levels(group, info, fmt, np.uint32)
+    image_dir = fs_path(image)
+    listed = _listed_labels(image_dir, fmt)
+    if listed is None:  # build the whole labels group, install it with one rename
+        final = image_dir / "labels"
+        staged = final.with_name(staged_name("labels"))
+        name = f"{staged.name}/{LABEL_NAME}"
+    else:
+        final = image_dir / "labels" / LABEL_NAME
+        staged = final.with_name(staged_name(LABEL_NAME))
+        name = f"labels/{staged.name}"
+    stage = LabelStage(image_dir, name, staged, final, listed)
+    try:
+        if listed is None:
+            open_group_at(staged, mode="w", zarr_format=fmt.zarr_format)
+        group = open_group_at(image_dir / name, mode="w", zarr_format=fmt.zarr_format)
+        return stage, create_levels(group, info, fmt, np.uint32)
+    except BaseException:  # e.g. a full disk: nothing of the stage stays behind
+        abort_labels(stage)
+        raise
 
 
-def finish_labels(image: zarr.Group, info: ImageInfo, fmt: Format, properties: dict | None = None) -> None:
-    """The NGFF metadata of ``<image>/labels/nuclei``, written after its arrays.
+def finish_labels(stage: LabelStage, info: ImageInfo, fmt: Format, properties: dict | None = None) -> None:
+    """Write the staged label group's NGFF metadata, install it, then list it in ``labels``.
+
+    Each step leaves a valid image: before the install the old labels (or
+    none), after it the new ones; a new ``nuclei`` is listed only once it
+    is in place.
 
     Parameters
     ----------
-    image : zarr.Group
-        The image group holding ``labels/nuclei`` (:func:`begin_labels`).
+    stage : LabelStage
+        From :func:`begin_labels`, its arrays written.
     info : ImageInfo
-        Its :func:`~hts.io.ngff.image_info`.
+        The image's :func:`~hts.io.ngff.image_info`.
     fmt : ome_zarr.format.Format
         The NGFF version.
     properties : dict, optional
         JSON-able values stored under ``image-label`` ``hts`` (e.g. ``n_nuclei``).
     """
-    parent, group = image["labels"], image["labels"][LABEL_NAME]
+    group = open_group_at(stage.image_dir / stage.name)
     write_multiscales(group, info, fmt, LABEL_NAME)
-    extra = {"source": {"image": "../../"}}
-    if properties:
-        extra["hts"] = properties
-    if LABEL_NAME in _ome(parent).get("labels", []):
-        add_metadata(group, {"image-label": {**extra, "version": fmt.version}}, fmt=fmt)
-    else:
-        write_label_metadata(parent, LABEL_NAME, fmt=fmt, **extra)
-    stamp_version(parent, fmt)
+    label = {"source": {"image": "../../"}, **({"hts": properties} if properties else {}), "version": fmt.version}
+    add_metadata(group, {"image-label": label}, fmt=fmt)
+    if stage.listed is None:
+        labels = open_group_at(stage.staged)
+        add_metadata(labels, {"labels": [LABEL_NAME]}, fmt=fmt)
+        stamp_version(labels, fmt)
+    install(stage.staged, stage.final)
+    if stage.listed is not None and LABEL_NAME not in stage.listed:
+        labels = open_group_at(stage.image_dir / "labels")
+        add_metadata(labels, {"labels": [*stage.listed, LABEL_NAME]}, fmt=fmt)
+        stamp_version(labels, fmt)
+
+
+def abort_labels(stage: LabelStage) -> None:
+    """Delete a staged label group that will not be finished (its final place was never touched)."""
+    shutil.rmtree(stage.staged, ignore_errors=True)
 
 
 def write_labels(image: zarr.Group, labels: np.ndarray, info: ImageInfo, fmt: Format, properties: dict | None = None) -> None:
-    """Write ``labels`` as ``<image>/labels/nuclei`` (NGFF ``image-label``), replacing an earlier partial write.
+    """Write ``labels`` as ``<image>/labels/nuclei`` (NGFF ``image-label``), valid at every instant.
 
-    A label image file (TIFF, NPY) is :func:`hts.io.images.write_label_file`.
+    Built under a hidden name and installed in one step (:mod:`hts.io.staging`),
+    replacing an earlier ``nuclei``. A label image file (TIFF, NPY) is
+    :func:`hts.io.images.write_label_file`.
 
     Parameters
     ----------
     image : zarr.Group
-        The image group (opened for writing).
+        The image group (of a local store, opened for writing).
     labels : numpy.ndarray
         ``(H, W)`` integer labels at full resolution, 0 = background
         (stored as uint32, one level per image level, nearest-neighbour
@@ -198,10 +272,90 @@ def write_labels(image: zarr.Group, labels: np.ndarray, info: ImageInfo, fmt: Fo
     properties : dict, optional
         As in :func:`finish_labels`.
     """
-    _, levels = begin_labels(image, info, fmt)
-    for level, arr in enumerate(levels):
-        arr[...] = labels if level == 0 else downsample_to(labels, arr.shape)
-    finish_labels(image, info, fmt, properties)
+    stage, levels = begin_labels(image, info, fmt)
+    try:
+        for level, arr in enumerate(levels):
+            arr[...] = labels if level == 0 else downsample_to(labels, arr.shape)
+        finish_labels(stage, info, fmt, properties)
+    except BaseException:
+        abort_labels(stage)
+        raise
+
+
+def repair_labels(image_dir: Path) -> list[str]:
+    """Put right what a killed run left in an image group's labels; returns one line per repair.
+
+    Removes staged groups that were never installed (:func:`hts.io.staging.sweep`),
+    a ``labels`` group that older versions of hts left without its list
+    (holding only ``nuclei``), and a listed ``nuclei`` that is missing or
+    has no metadata (dropped from the list; the field has no done marker
+    then, so the run writes it again). Other tools' labels are not touched.
+    Call it only while holding the run lock, before workers start.
+
+    Parameters
+    ----------
+    image_dir : pathlib.Path
+        An image group's directory.
+
+    Returns
+    -------
+    list of str
+        What was repaired (for the run's log); empty when nothing was.
+    """
+    done = [f"removed {p}" for p in sweep(image_dir)]
+    labels_dir = image_dir / "labels"
+    if not labels_dir.is_dir():
+        return done
+    done += [f"removed {p}" for p in sweep(labels_dir) + sweep(labels_dir / LABEL_NAME)]
+    try:
+        group = zarr.open_group(str(labels_dir), mode="r+")
+        listed = _ome(group).get("labels")
+    except Exception:  # noqa: BLE001
+        group, listed = None, None
+    if not isinstance(listed, list):
+        members = {e.name for e in os.scandir(labels_dir) if e.is_dir()}
+        if members <= {LABEL_NAME}:
+            shutil.rmtree(labels_dir)
+            done.append(f"removed {labels_dir} (left without its 'labels' list by a killed run)")
+        return done
+    nuclei = labels_dir / LABEL_NAME
+    try:
+        complete = "image-label" in _ome(zarr.open_group(str(nuclei), mode="r"))
+    except Exception:  # noqa: BLE001  # absent or unreadable
+        complete = False
+    if LABEL_NAME in listed and not complete:
+        shutil.rmtree(nuclei, ignore_errors=True)
+        fmt = FormatV05() if group.metadata.zarr_format == 3 else FormatV04()
+        add_metadata(group, {"labels": [n for n in listed if n != LABEL_NAME]}, fmt=fmt)
+        done.append(f"removed the incomplete {nuclei}")
+    return done
+
+
+def repair_output(root: Path, source: Source) -> list[str]:
+    """:func:`repair_labels` for every field of ``source`` in the output root ``root``, and staged fields swept.
+
+    Parameters
+    ----------
+    root : pathlib.Path
+        The output Zarr root (the input itself, or ``--out``); need not exist yet.
+    source : Source
+        The opened input: which image groups to look at.
+
+    Returns
+    -------
+    list of str
+        One line per repair.
+    """
+    done: list[str] = []
+    if not root.is_dir():
+        return done
+    for well in {ref.well for ref in source.fields if ref.well}:
+        done += [f"removed {p}" for p in sweep(root / well)]
+    for ref in source.fields:
+        image_dir = root / ref.path if ref.path else root
+        if image_dir.is_dir():
+            done += repair_labels(image_dir)
+    return done
 
 
 def stamp_version(labels_group: zarr.Group, fmt: Format) -> None:

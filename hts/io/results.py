@@ -5,8 +5,8 @@ For an output Zarr ``plate.zarr`` the results live beside it in
 NGFF):
 
 - ``fields/<key>.json``: a field's done marker (its counts), written
-  atomically after its labels and nucleus table: a field without one is
-  not done, whatever else exists;
+  atomically after its labels and nucleus table: a field without a valid
+  one (absent, empty, unreadable) is not done, whatever else exists;
 - ``nuclei/<key>.parquet``: one row per nucleus of the field;
 - ``fields.csv|parquet``, ``wells.csv|parquet``, ``nuclei.parquet``: the
   tables, rebuilt from the markers at the end of each run;
@@ -78,8 +78,8 @@ class Results:
         return self.path / "fields" / f"{ref.key}.json"
 
     def is_done(self, ref: FieldRef) -> bool:
-        """Whether field ``ref`` has its done marker."""
-        return self.marker(ref).is_file()
+        """Whether field ``ref`` has a valid done marker (one that is empty or unreadable does not count)."""
+        return _read_marker(self.marker(ref)) is not None
 
     def commit(self, ref: FieldRef, table: pd.DataFrame, pixels: int, seconds: float = 0.0,
                extra: dict | None = None) -> dict:
@@ -119,6 +119,12 @@ class Results:
         atomic_write(self.marker(ref), json.dumps(summary).encode())
         return summary
 
+    def sweep(self) -> list[Path]:
+        """Delete the temporary files of writes a killed run left midway (call it holding the lock)."""
+        from hts.io.staging import sweep
+
+        return [p for d in (self.path, self.path / "fields", self.path / "nuclei") for p in sweep(d)]
+
     def forget(self) -> None:
         """Drop every done marker and the tables built from them (``--overwrite``): all fields are recomputed."""
         for p in (self.path / "fields").glob("*.json"):
@@ -149,7 +155,7 @@ class Results:
             One row per done field, sorted by key, columns ``key`` and
             :data:`FIELD_COLUMNS` (empty with those columns when none is done).
         """
-        rows = [json.loads(p.read_text()) for p in sorted((self.path / "fields").glob("*.json"))]
+        rows = [m for p in sorted((self.path / "fields").glob("*.json")) if (m := _read_marker(p)) is not None]
         if not rows:
             return pd.DataFrame(columns=["key", *FIELD_COLUMNS])
         return pd.DataFrame(rows).reindex(columns=["key", *FIELD_COLUMNS])
@@ -216,8 +222,11 @@ class Results:
         HtsError
             Another process holds the lock (named by its pid and host).
         """
-        self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise HtsError(f"{self.path}: cannot create the results folder ({e.strerror})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -234,6 +243,15 @@ class Results:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+
+
+def _read_marker(path: Path) -> dict | None:
+    """A done marker's content, or None when it is absent, empty or not a marker (e.g. a file cut short)."""
+    try:
+        marker = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) and isinstance(marker.get("key"), str) else None
 
 
 def read_counts(path: str | os.PathLike, fields: bool = False) -> pd.DataFrame:

@@ -6,6 +6,7 @@ paper (U-BCE); with ``rpn=True`` the RPN losses also train the shared encoder.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -18,6 +19,9 @@ from hts.model.rpn import RPNHead
 from hts.model.unet import Decoder, Encoder
 
 STRIDE = 16  # px: four 2x2 poolings; input sides are multiples of it. The one definition: import it
+MAX_WIDTH = 256  # channels of the first step: 4x the paper's 64; more is a typo or a hostile checkpoint
+MAX_PX = 1024.0  # largest anchor base and canonical diameter, px of the network input
+MAX_FACTORS = 16  # anchor scales, and aspect ratios, at most this many each
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,10 @@ class ModelConfig:
     Raises
     ------
     HtsError
-        For a non-positive ``width``, ``diameter`` or ``anchor_base``.
+        Naming the first field of the wrong type or outside its range:
+        ``width`` an int in 1..MAX_WIDTH, ``rpn`` a bool, ``anchor_base``
+        and ``diameter`` (or None) px in (0, MAX_PX], ``scales`` and
+        ``aspect_ratios`` 1..MAX_FACTORS finite positive numbers.
     """
 
     width: int = 16
@@ -55,12 +62,15 @@ class ModelConfig:
     diameter: float | None = 32.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.width, int) or self.width < 1:
-            raise HtsError(f"model width must be a positive integer, got {self.width!r}")
-        if self.diameter is not None and not self.diameter > 0:
-            raise HtsError(f"diameter must be > 0 px, got {self.diameter!r}")
-        if self.anchor_base <= 0:
-            raise HtsError(f"anchor_base must be > 0 px, got {self.anchor_base!r}")
+        if isinstance(self.width, bool) or not isinstance(self.width, int) or not 1 <= self.width <= MAX_WIDTH:
+            raise HtsError(f"model width must be a positive integer up to {MAX_WIDTH}, got {self.width!r}")
+        if not isinstance(self.rpn, bool):
+            raise HtsError(f"model rpn must be true or false, got {self.rpn!r}")
+        _check_px("anchor_base", self.anchor_base)
+        if self.diameter is not None:
+            _check_px("diameter", self.diameter)
+        _check_factors("scales", self.scales)
+        _check_factors("aspect_ratios", self.aspect_ratios)
 
     @property
     def num_anchors(self) -> int:
@@ -83,8 +93,27 @@ class ModelConfig:
         d = dict(d)
         for key in ("scales", "aspect_ratios"):
             if key in d:
+                _check_factors(key, d[key])
                 d[key] = tuple(float(v) for v in d[key])
         return cls(**d)
+
+
+def _is_number(value: object) -> bool:
+    """A finite real number (int or float, not bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_px(name: str, value: object) -> None:
+    """Raise HtsError unless ``value`` is a number of px in (0, MAX_PX]."""
+    if not (_is_number(value) and 0 < value <= MAX_PX):
+        raise HtsError(f"model {name} must be a number of px in (0, {MAX_PX:g}], got {value!r}")
+
+
+def _check_factors(name: str, values: object) -> None:
+    """Raise HtsError unless ``values`` is a list or tuple of 1..MAX_FACTORS finite numbers > 0."""
+    if not (isinstance(values, (list, tuple)) and 1 <= len(values) <= MAX_FACTORS
+            and all(_is_number(v) and 0 < v < 1e3 for v in values)):
+        raise HtsError(f"model {name} must be 1 to {MAX_FACTORS} numbers in (0, 1000), got {values!r}"[:200])
 
 
 class InstanceUNet(nn.Module):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
@@ -83,6 +85,8 @@ def worker_environment() -> dict:
 
 
 WORKER_MODULES = ["distributed", "hts.screen.tasks"]  # what a local worker imports before its first task
+# multiprocessing's resource tracker warns about the semaphores of a worker killed at shutdown (after Ctrl-C)
+LEAK_WARNING = "ignore:resource_tracker:UserWarning"
 
 
 def start_worker_server() -> None:
@@ -93,18 +97,28 @@ def start_worker_server() -> None:
     and hts; started early (``hts run`` does so before its own imports), that
     import runs beside the driver's work. The server is a single-threaded
     process that never touches CUDA, so forking it is safe. It gets the
-    environment distributed gives spawned workers. Idempotent; returns None.
+    environment distributed gives spawned workers. It and its workers
+    ignore SIGINT: Ctrl-C in a terminal reaches the whole process group,
+    and the driver alone answers it (closing the cluster, one line
+    ``hts: interrupted``); nor do they warn about semaphores a worker killed
+    at shutdown leaves to the resource tracker. Idempotent; returns None.
     """
     import multiprocessing
     from multiprocessing import forkserver
 
     env = {k: str(v) for k, v in worker_environment()["distributed.nanny.pre-spawn-environ"].items()}
+    env["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), LEAK_WARNING]))
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
+    interrupt = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
     try:
+        if interrupt is not None:  # the server and the workers forked from it ignore Ctrl-C: the driver stops them
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         multiprocessing.get_context("forkserver").set_forkserver_preload(WORKER_MODULES)
         forkserver.ensure_running()
     finally:
+        if interrupt is not None:
+            signal.signal(signal.SIGINT, interrupt)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)

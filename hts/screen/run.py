@@ -14,6 +14,7 @@ bytes.
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import os
 import platform
 import threading
@@ -28,12 +29,14 @@ from tqdm import tqdm
 from hts.engine.blocks import BLOCK
 from hts.engine.pipeline import check_min_size
 from hts.engine.tta import check_tta
-from hts.errors import HtsError
+from hts.engine.scale import check_diameter
+from hts.errors import HtsError, RunError
 from hts.io.ngff import Source, open_source
-from hts.io.ngff_write import open_output
+from hts.io.ngff_write import open_output, repair_output
 from hts.io.results import Results, results_dir
 from hts.model import InstanceUNet
 from hts.screen.cluster import ClusterOptions, connect, inference_resources, windowed
+from hts.screen.quiet import QuietTaskFailures
 from hts.screen.tasks import Job, infer_field, watershed_field, write_field
 
 WINDOW_PER_THREAD = 2  # fields in flight per worker thread
@@ -102,8 +105,8 @@ def _model_record(model: str | None) -> tuple[dict, InstanceUNet]:
     return {"path": str(path), "sha256": sha256sum(path), "config": asdict(net.config)}, net
 
 
-def _check_first_field(job: Job) -> tuple[tuple[int, int], int]:
-    """Metadata shared by all fields (e.g. an unknown channel) fails the run at once.
+def _check_first_field(job: Job, opts: RunOptions) -> tuple[tuple[int, int], int]:
+    """Metadata shared by all fields (e.g. an unknown channel or z plane) fails the run at once.
 
     Returns the (y, x) shape and the channel index.
     """
@@ -111,7 +114,58 @@ def _check_first_field(job: Job) -> tuple[tuple[int, int], int]:
 
     info = job.image_info()
     channel = resolve_channel(info, job.channel, job.image_path)
-    return level_shapes(info)[0], channel
+    shape = level_shapes(info)[0]
+    if opts.z is not None:
+        planes = info.axis_size("z") if "z" in info.axes else None
+        if planes is None:
+            raise HtsError(f"--z {opts.z}: the images have no z axis (axes {', '.join(info.axes)} in {job.image_path})")
+        if not 0 <= opts.z < planes:
+            raise HtsError(f"--z {opts.z}: out of range, the images have {planes} z plane(s) (0 to {planes - 1})")
+    if opts.diameter is not None:
+        check_diameter(opts.diameter, shape, "--diameter")
+    return shape, channel
+
+
+def _check_options(opts: RunOptions) -> None:
+    """The options that need no input: refused before anything is read or written."""
+    if opts.batch_size < 1:
+        raise HtsError(f"--batch-size must be >= 1, got {opts.batch_size}")
+    if opts.block < 256:
+        raise HtsError(f"--block must be >= 256 px, got {opts.block}")
+    check_min_size(opts.min_size, "--min-size")
+    check_tta(opts.tta, "--tta")
+    if opts.diameter is not None:
+        check_diameter(opts.diameter, None, "--diameter")
+    if opts.z is not None and (isinstance(opts.z, bool) or not isinstance(opts.z, int) or opts.z < 0):
+        raise HtsError(f"--z must be a plane index >= 0, got {opts.z!r}")
+
+
+def _output_path(source: Source, out: str | None) -> str:
+    """Where the labels go; refuses an output that overlaps the input or cannot be written."""
+    src = source.path.resolve()
+    if out is None or Path(out).resolve() == src:
+        _probe_writable(src, f"{source.path}: cannot write labels into the input", "; use --out OUT.zarr")
+        _probe_writable(results_dir(src).parent, f"{source.path}: cannot write the results folder beside the input",
+                        "; use --out OUT.zarr")
+        return str(source.path)
+    dst = Path(out).resolve()
+    if src in dst.parents:
+        raise HtsError(f"--out {out}: inside the input {source.path}; choose a path outside it")
+    if dst in src.parents:
+        raise HtsError(f"--out {out}: contains the input {source.path}; choose a path outside it")
+    _probe_writable(dst if dst.is_dir() else dst.parent, f"--out {out}: cannot write there", "")
+    return str(out)
+
+
+def _probe_writable(folder: Path, what: str, hint: str) -> None:
+    """Create and delete a file in ``folder``: read-only media and missing permissions fail here, in one line."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".hts-probe-"):
+            pass
+    except OSError as e:
+        raise HtsError(f"{what} ({e.strerror}){hint}") from None
 
 
 def _same_settings(results: Results, earlier: dict, settings: dict, diameter: float | None, n_done: int,
@@ -185,18 +239,24 @@ def run(path: str | os.PathLike, opts: RunOptions = RunOptions(), progress: bool
         holding the output.
     """
     t0 = time.perf_counter()
-    if opts.batch_size < 1:
-        raise HtsError(f"--batch-size must be >= 1, got {opts.batch_size}")
-    if opts.block < 256:
-        raise HtsError(f"--block must be >= 256 px, got {opts.block}")
-    check_min_size(opts.min_size, "--min-size")
-    check_tta(opts.tta, "--tta")
+    _check_options(opts)
     source = open_source(path)
+    out_path = _output_path(source, opts.out)
+    base = {"source": str(source.path), "out": out_path, "results": str(results_dir(out_path)),
+            "version": source.version, "copy_image": Path(out_path).resolve() != source.path.resolve(),
+            "channel": opts.channel, "z": opts.z, "model": opts.model, "device": opts.device,
+            "batch_size": opts.batch_size, "min_size": opts.min_size, "tta": opts.tta,
+            "threads": 1}  # torch threads: set from the workers' threads once connected
+    shape, channel = _check_first_field(Job(source.fields[0], diameter=None, **base), opts)
     closing: threading.Thread | None = None
-    out_path = str(opts.out or path)
     results = Results(results_dir(out_path))
     results.lock()
     try:
+        repaired = repair_output(Path(out_path), source) + [f"removed {p}" for p in results.sweep()]
+        for line in repaired[:3]:  # what a killed run left
+            log(f"repaired: {line}")
+        if len(repaired) > 3:
+            log(f"repaired: ... and {len(repaired) - 3} more left by a killed run")
         out = open_output(source, opts.out)
         if opts.overwrite:
             results.forget()
@@ -207,12 +267,6 @@ def run(path: str | os.PathLike, opts: RunOptions = RunOptions(), progress: bool
         summary.failed = {ref.key: reason for ref, reason in source.skipped}
         for key, reason in summary.failed.items():
             log(f"skipped {key}: {reason}")
-        base = {"source": str(source.path), "out": out_path, "results": str(results.path), "version": source.version,
-                "copy_image": Path(out_path).resolve() != source.path.resolve(), "channel": opts.channel, "z": opts.z,
-                "model": opts.model, "device": opts.device, "batch_size": opts.batch_size, "min_size": opts.min_size,
-                "tta": opts.tta, "threads": 1}  # torch threads: set from the workers' threads once connected
-        first = todo[0] if todo else (source.fields[0] if source.fields else None)
-        shape, channel = _check_first_field(Job(first, diameter=None, **base)) if first else (None, None)
         settings = {"model_sha256": model["sha256"], "channel": channel, "z": opts.z, "min_size": opts.min_size,
                     "tta": opts.tta}
         diameter, earlier = opts.diameter, results.settings() if summary.skipped_done else None
@@ -234,21 +288,36 @@ def run(path: str | os.PathLike, opts: RunOptions = RunOptions(), progress: bool
             results.invalidate()
             out.attrs["hts"] = {"complete": False}
             closing = _compute(jobs, opts, summary, progress, log)
-        fields, wells = results.write_tables(source.fields)
-        summary.done = len(fields)
-        summary.n_nuclei = int(fields["n_nuclei"].sum()) if len(fields) else 0
-        _write_attrs(out, source, fields, wells, complete=summary.done == len(source.fields))
+        _finish(results, out, source, summary)
         summary.wall_s = time.perf_counter() - t0
-        results.write_record({"input": str(source.path), "output": out_path, "kind": source.kind,
-                              "ngff": source.version, "options": asdict(opts) | {"diameter": diameter},
-                              "diameter_estimate": None if size is None else asdict(size),
-                              "model": model, "versions": _versions(), "host": platform.node(),
-                              "summary": asdict(summary), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        _write_or_fail(results.path, "the run record", lambda: results.write_record({
+            "input": str(source.path), "output": out_path, "kind": source.kind, "ngff": source.version,
+            "options": asdict(opts) | {"diameter": diameter},
+            "diameter_estimate": None if size is None else asdict(size), "model": model, "versions": _versions(),
+            "host": platform.node(), "summary": asdict(summary), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
     finally:
         if closing is not None:
             closing.join()
         results.unlock()
     return summary
+
+
+def _finish(results: Results, out: zarr.Group, source: Source, summary: RunSummary) -> None:
+    """Tables from the done markers, counts into the Zarr attributes; a full disk is a :class:`RunError`."""
+    fields, wells = _write_or_fail(results.path, "the count tables", lambda: results.write_tables(source.fields))
+    summary.done = len(fields)
+    summary.n_nuclei = int(fields["n_nuclei"].sum()) if len(fields) else 0
+    _write_or_fail(Path(summary.out), "the counts into the Zarr attributes",
+                   lambda: _write_attrs(out, source, fields, wells, complete=summary.done == len(source.fields)))
+
+
+def _write_or_fail(where: Path, what: str, write):
+    """``write()``, turning an OSError (full disk, lost mount) into one line that says the done fields are kept."""
+    try:
+        return write()
+    except OSError as e:
+        raise RunError(f"{where}: cannot write {what} ({e.strerror or e}); the fields done are kept, "
+                       "rerun when the cause is fixed") from None
 
 
 def _compute(jobs: list[Job], opts: RunOptions, summary: RunSummary, progress: bool, log) -> threading.Thread:
@@ -263,7 +332,8 @@ def _compute(jobs: list[Job], opts: RunOptions, summary: RunSummary, progress: b
     client = stack.enter_context(connect(opts.cluster, log=log, shared_dir=Path(jobs[0].results)))
     try:
         _compute_on(client, jobs, opts, summary, progress, log)
-    except BaseException:
+    except BaseException:  # Ctrl-C, SIGTERM, an error: the reason is printed once, the shutdown quietly
+        logging.getLogger("distributed").setLevel(logging.CRITICAL)
         stack.close()
         raise
     closing = threading.Thread(target=stack.close, name="hts-close-cluster")
@@ -273,6 +343,7 @@ def _compute(jobs: list[Job], opts: RunOptions, summary: RunSummary, progress: b
 
 def _compute_on(client, jobs: list[Job], opts: RunOptions, summary: RunSummary, progress: bool, log) -> None:
     """The body of :func:`_compute` on a connected ``client``."""
+    client.register_plugin(QuietTaskFailures())
     gpu = getattr(client, "infer_resources", None) or inference_resources(client)
     nthreads = client.nthreads()
     window = max(WINDOW_PER_THREAD * (sum(nthreads.values()) or 1), 2)
@@ -292,13 +363,13 @@ def _compute_on(client, jobs: list[Job], opts: RunOptions, summary: RunSummary, 
 
     bar = tqdm(total=summary.fields, initial=summary.skipped_done, unit="field", desc="fields",
                disable=not progress, dynamic_ncols=True)
-    for job, fut in windowed(client, jobs, submit, window):
-        outcome = fut.result() if fut.status == "finished" else fut.exception()
-        fut.release()
-        _record(summary, job, outcome, bar.write if progress else log)
-        bar.update(1)
-        bar.set_postfix(nuclei=summary.n_nuclei, failed=len(summary.failed))
-    bar.close()
+    with bar:  # closed (ending its line) also on Ctrl-C, so the last message starts a line of its own
+        for job, fut in windowed(client, jobs, submit, window):
+            outcome = fut.result() if fut.status == "finished" else fut.exception()
+            fut.release()
+            _record(summary, job, outcome, bar.write if progress else log)
+            bar.update(1)
+            bar.set_postfix(nuclei=summary.n_nuclei, failed=len(summary.failed))
 
 
 def _is_large(job: Job, opts: RunOptions) -> bool:

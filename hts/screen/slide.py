@@ -52,6 +52,7 @@ from hts.io.ngff_write import (
     write_multiscales,
 )
 from hts.io.results import Results
+from hts.io.staging import open_group_at
 from hts.screen.cluster import windowed
 from hts.screen.tasks import Job, read_field, worker_device, worker_model
 
@@ -130,7 +131,7 @@ def store_block(bj: BlockJob, prediction) -> int:
     return n
 
 
-def stitch_block(bj: BlockJob, blocks: dict, offsets: dict) -> pd.DataFrame:
+def stitch_block(bj: BlockJob, blocks: dict, offsets: dict, labels: str) -> pd.DataFrame:
     """Task ``stitch-bIII_JJJ``: write the block core's global labels (and image, with ``copy_image``).
 
     Parameters
@@ -142,6 +143,8 @@ def stitch_block(bj: BlockJob, blocks: dict, offsets: dict) -> pd.DataFrame:
     offsets : dict
         Global id offset of each block by grid index
         (:func:`hts.engine.blocks.label_offsets`).
+    labels : str
+        The staged label group inside the image (:attr:`hts.io.ngff_write.LabelStage.name`).
 
     Returns
     -------
@@ -152,7 +155,7 @@ def stitch_block(bj: BlockJob, blocks: dict, offsets: dict) -> pd.DataFrame:
     """
     owned = cache(partial(read_owned, zarr.open_group(str(_scratch(bj.job) / "owned.zarr"), mode="r")))
     core = stitch_core(bj.block.index, blocks, offsets, owned)
-    _array(bj.job.out, bj.job.ref.path, "labels/nuclei", 0, "r+")[bj.block.core_slices] = core
+    _array(bj.job.out, bj.job.ref.path, labels, 0, "r+")[bj.block.core_slices] = core
     if bj.job.copy_image:
         _array(bj.job.out, bj.job.ref.path, "", 0, "r+")[bj.block.core_slices] = read_field(
             bj.job, bj.block.core_slices, check=False)
@@ -183,7 +186,8 @@ def pyramid_region(out: str, image: str, level: int, rows: tuple[int, int], cols
     rows, cols : tuple of int
         ``[r0, r1)`` x ``[c0, c1)``: the region, px of that level.
     names : tuple of str
-        The multiscales: ``"labels/nuclei"``, and ``""`` for the image itself.
+        The multiscales: the staged label group (:attr:`hts.io.ngff_write.LabelStage.name`),
+        and ``""`` for the image itself.
 
     Returns
     -------
@@ -265,15 +269,15 @@ def run_slide(client, job: Job, block: int, gpu: dict | None, window: int, progr
     counts = {i: json.loads((scratch / f"{bj.key}.json").read_text())["count"] for i, bj in jobs.items()}
     offsets, total = label_offsets(counts, job.source)  # grid order
     fmt = Results.fmt_of(job.version)
-    root = zarr.open_group(job.out, mode="r+")
+    root = open_group_at(job.out)
     image = root[job.ref.path] if job.ref.path else root
     chunked = replace(info, chunks_yx=(side, side))  # one chunk per block core: no two tasks write one chunk
-    begin_labels(image, chunked, fmt)
-    names = ("labels/nuclei", "") if job.copy_image else ("labels/nuclei",)
+    stage, _ = begin_labels(image, chunked, fmt)
+    names = (stage.name, "") if job.copy_image else (stage.name,)
     if job.copy_image:
         create_levels(image, chunked, fmt, read_field(job, (slice(0, 1), slice(0, 1)), check=False).dtype)
     tables = []
-    futures = [client.submit(stitch_block, bj, blocks, offsets, key=f"stitch-{bj.key}", pure=False)
+    futures = [client.submit(stitch_block, bj, blocks, offsets, stage.name, key=f"stitch-{bj.key}", pure=False)
                for bj in jobs.values()]
     for fut in tqdm(futures, desc="stitch", unit="block", disable=not progress):
         tables.append(fut.result())
@@ -285,7 +289,7 @@ def run_slide(client, job: Job, block: int, gpu: dict | None, window: int, progr
     client.gather(pyramid)
     if job.copy_image:
         write_multiscales(image, info, fmt, "image")
-    finish_labels(image, info, fmt, {"n_nuclei": total})
+    finish_labels(stage, info, fmt, {"n_nuclei": total})
     table = pd.concat(tables, ignore_index=True) if tables else measure_nuclei(np.zeros((1, 1), np.uint32), np.zeros((1, 1)))
     summary = Results(job.results).commit(job.ref, table, pixels=shape[0] * shape[1])
     shutil.rmtree(scratch, ignore_errors=True)

@@ -8,24 +8,39 @@ prologue that activates the environment, network interface), given with
 ``--gres=gpu:N`` and start N worker processes, each declaring ``GPU=1`` so
 inference tasks run one per GPU; the number of jobs adapts between
 ``--min-jobs`` and ``--max-jobs``. ``--lifetime`` retires workers before the
-walltime ends (staggered, so not all at once); adaptive scaling replaces
-them, and fields are written as they finish, so nothing is lost. Every
-worker job is cancelled when the run ends, fails or is interrupted
-(Ctrl-C, or SIGTERM from ``scancel`` of the driver).
+walltime ends (staggered, so not all at once; :class:`RetireAfter`): a
+retiring worker takes no new task, finishes those it runs (for at most
+:data:`RETIRE_DRAIN_S`; keep lifetime + stagger + that under the walltime),
+hands its results over and leaves without its tasks counting as failed;
+adaptive scaling replaces it, and fields are written as they finish, so
+nothing is lost. Every worker job is cancelled when the run ends, fails or
+is interrupted (Ctrl-C, or SIGTERM from ``scancel`` of the driver).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
+import pickle
+import random
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import dask
+from dask.utils import parse_timedelta
+from distributed.diagnostics.plugin import WorkerPlugin
 
 from hts.errors import HtsError
+
+# A child of distributed's logger, so that a worker job's log shows it like the worker's own lines.
+logger = logging.getLogger("distributed.hts")
+RETIRE_DRAIN_S = 60.0  # s a retiring worker waits for its running tasks before it leaves anyway
+RETIRE_COLLECT_S = 2.0  # s it then waits for the driver to collect finished results (fields' summaries)
 
 
 @dataclass(frozen=True)
@@ -79,6 +94,166 @@ def load_profile(path: str | os.PathLike) -> None:
     dask.config.update(dask.config.config, config, priority="new")
 
 
+class RetireAfter(WorkerPlugin):
+    """Worker plugin of ``--lifetime``: retire the worker gracefully after ``lifetime ± stagger`` seconds.
+
+    distributed's own ``--lifetime`` closes the worker even when its results
+    cannot be handed to another worker (always, while one worker job runs at
+    a time): the scheduler then takes the exit for a worker death, counts it
+    against every task the worker was running or holding queued, and after
+    ``distributed.scheduler.allowed-failures`` (3) such deaths fails the
+    field with ``KilledWorker``; the task cut short starts again from
+    scratch. This plugin makes the worker, at its lifetime:
+
+    1. take no new task (status ``closing_gracefully``, so the scheduler
+       stops assigning it any);
+    2. finish the tasks it is running, for at most ``drain`` seconds, and
+       give the driver up to :data:`RETIRE_COLLECT_S` to collect results;
+    3. hand its other results to another worker when there is one
+       (``Scheduler.retire_workers``);
+    4. leave as an expected departure: the tasks queued on it run elsewhere
+       and results nobody else holds are recomputed, none counted as a failure.
+
+    A task still running after ``drain`` seconds is left as a job killed at
+    its walltime would leave it: counted as a failed attempt, so that a task
+    longer than the lifetime ends as a failed field instead of starting over
+    for ever. Registered on the scheduler by :func:`register_worker_plugin`.
+
+    Parameters
+    ----------
+    lifetime : float
+        Seconds from the plugin's set-up on the worker (its registration).
+    stagger : float
+        The lifetime is drawn uniformly from ``lifetime ± stagger``.
+    drain : float
+        Seconds to wait for running tasks.
+    """
+
+    name = "hts-retire-after"
+
+    def __init__(self, lifetime: float, stagger: float = 0.0, drain: float = RETIRE_DRAIN_S):
+        self.lifetime, self.stagger, self.drain = float(lifetime), float(stagger), float(drain)
+        self._task: asyncio.Task | None = None
+        self._retiring = False
+
+    def __getstate__(self) -> dict:
+        return {"lifetime": self.lifetime, "stagger": self.stagger, "drain": self.drain}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(**state)
+
+    async def setup(self, worker) -> None:
+        """Start the clock (called by the worker when the plugin is added)."""
+        delay = max(self.lifetime + (random.random() * 2 - 1) * self.stagger, 0.0)
+        self._task = asyncio.create_task(self.retire_after(worker, delay))
+
+    def teardown(self, worker) -> None:
+        """Stop the clock if the worker closes for another reason first."""
+        if self._task is not None and not self._retiring:
+            self._task.cancel()
+
+    async def retire_after(self, worker, delay: float) -> None:
+        """Wait ``delay`` seconds, then retire ``worker`` (steps 1-4 above)."""
+        from distributed.core import Status
+
+        await asyncio.sleep(delay)
+        if worker.status not in (Status.running, Status.paused):
+            return
+        self._retiring = True
+        logger.info("hts: worker %s reached its lifetime (%.1f s): takes no new task, finishing %d running",
+                    worker.address, delay, len(worker.state.executing))
+        worker.status = Status.closing_gracefully  # also tells the scheduler
+        await _scheduler_sees(worker, "closing_gracefully")
+        if await self._drained(worker):
+            await _collected(worker, RETIRE_COLLECT_S)
+            await _hand_over(worker)
+        else:
+            logger.warning("hts: worker %s still running %d task(s) after %g s: leaving anyway, they count as "
+                           "failed attempts", worker.address, len(worker.state.executing), self.drain)
+        await worker.close(nanny=True, reason="worker-lifetime-reached")
+
+    async def _drained(self, worker) -> bool:
+        """Wait until ``worker`` runs no task (True), or ``drain`` seconds have passed (False)."""
+        deadline = time.monotonic() + self.drain
+        while worker.state.executing or worker.state.long_running:
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.1)
+        return True
+
+
+async def _collected(worker, timeout: float) -> None:
+    """Wait until ``worker`` holds no result (all collected or released), or ``timeout`` s.
+
+    Results that tasks still need stay until the timeout; those the driver
+    wants (a field's summary) are fetched within milliseconds of finishing,
+    and need not be recomputed after the worker has left.
+    """
+    deadline = time.monotonic() + timeout
+    while len(worker.data) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+
+
+async def _scheduler_sees(worker, status: str, timeout: float = 10.0) -> None:
+    """Wait until the scheduler knows ``worker``'s new status (or ``timeout`` s).
+
+    The status travels on the worker's batched stream, ``retire_workers`` on
+    another connection: if it arrived first, an aborted retirement would set
+    the worker back to ``running`` and start its queued tasks again.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = await worker.scheduler.identity()
+        if info["workers"].get(worker.address, {}).get("status") == status:
+            return
+        await asyncio.sleep(0.05)
+
+
+async def _hand_over(worker) -> None:
+    """Move ``worker``'s results to another worker and remove it from the scheduler as expected."""
+    stimulus = f"hts-retire-{time.time()}"
+    others = (await worker.scheduler.identity())["workers"]
+    if any(info["status"] == "running" for addr, info in others.items() if addr != worker.address):
+        retired = await worker.scheduler.retire_workers(workers=[worker.address], close_workers=False, remove=True,
+                                                        stimulus_id=stimulus)
+        if worker.address in retired:
+            logger.info("hts: worker %s retired, its results handed over", worker.address)
+            return
+    # no other worker can take its results: they are recomputed, which is no failure of theirs
+    await worker.scheduler.unregister(address=worker.address, stimulus_id=stimulus, expected=True, close=False)
+    logger.info("hts: worker %s retired (%s)", worker.address,
+                "no other worker took its results: they are recomputed" if len(worker.data) else "it held no results")
+
+
+def retire_plugin(so: SlurmOptions) -> RetireAfter | None:
+    """The :class:`RetireAfter` plugin for ``so.lifetime`` (None without one).
+
+    Raises
+    ------
+    HtsError
+        On a lifetime or stagger that is not a duration (e.g. ``55m``, ``2h``, ``90s``).
+    """
+    if not so.lifetime:
+        return None
+    try:
+        lifetime, stagger = parse_timedelta(so.lifetime), parse_timedelta(so.lifetime_stagger or 0)
+    except (ValueError, KeyError, TypeError):
+        raise HtsError(f"--lifetime {so.lifetime} / --lifetime-stagger {so.lifetime_stagger}: "
+                       "expected durations such as 55m, 2h or 90s") from None
+    if lifetime <= 0:
+        raise HtsError(f"--lifetime must be longer than 0 s, got {so.lifetime}")
+    if not 0 <= stagger < lifetime:
+        raise HtsError(f"--lifetime-stagger {so.lifetime_stagger} must be shorter than --lifetime {so.lifetime} "
+                       "(workers retire at lifetime +- stagger)")
+    return RetireAfter(lifetime, stagger)
+
+
+def register_worker_plugin(cluster, plugin) -> None:
+    """Give ``plugin`` to every worker that ``cluster``'s (in-process) scheduler has or will have."""
+    cluster.sync(cluster.scheduler.register_worker_plugin, comm=None, plugin=pickle.dumps(plugin),
+                 name=plugin.name, idempotent=False)
+
+
 def slurm_cluster(so: SlurmOptions, dashboard: str, shared_dir: str | os.PathLike, log=print):
     """A started, adaptive ``SLURMCluster``; the caller closes it (which cancels every worker job).
 
@@ -129,8 +304,7 @@ def slurm_cluster(so: SlurmOptions, dashboard: str, shared_dir: str | os.PathLik
     if so.gpus:
         directives.append(f"--gres=gpu:{so.gpus}")
         worker_args += ["--resources", "GPU=1"]
-    if so.lifetime:
-        worker_args += ["--lifetime", so.lifetime, "--lifetime-stagger", so.lifetime_stagger]
+    retire = retire_plugin(so)  # instead of the worker's --lifetime (see RetireAfter)
     kwargs = {"cores": cores, "processes": processes, "memory": memory, "job_extra_directives": directives,
               "worker_extra_args": worker_args, "python": get("python") or sys.executable,
               "job_script_prologue": list(get("job-script-prologue") or []) + list(so.prologue),
@@ -149,6 +323,8 @@ def slurm_cluster(so: SlurmOptions, dashboard: str, shared_dir: str | os.PathLik
         raise HtsError(f"slurm: cannot start the cluster: {e}") from None
     header = [line for line in cluster.job_script().splitlines() if line.startswith("#SBATCH")]
     log("SLURM worker job: " + " ".join(line.removeprefix("#SBATCH ") for line in header))
+    if retire is not None:
+        register_worker_plugin(cluster, retire)  # before adapt() submits the first job
     cluster.adapt(minimum_jobs=so.min_jobs, maximum_jobs=so.max_jobs)
     cluster.torch_threads = max(int(cores) // processes, 1)
     cluster.infer_resources = {"GPU": 1} if so.gpus else None

@@ -26,6 +26,7 @@ from hts.errors import HtsError
 from hts.io.ngff import FieldRef, image_info, read_plane, resolve_channel
 from hts.io.ngff_write import write_labels, write_pyramid
 from hts.io.results import Results
+from hts.io.staging import fs_path, open_group_at, staged_group
 from hts.model import InstanceUNet
 
 
@@ -244,16 +245,19 @@ def write_field(job: Job, segmented: tuple[np.ndarray, Inferred]) -> dict:
     """
     labels, inferred = segmented
     ref, fmt = job.ref, Results.fmt_of(job.version)
-    root = zarr.open_group(job.out, mode="r+")
-    info = job.image_info()
-    if job.copy_image:
-        image = root.require_group(ref.path) if ref.path else root
-        write_pyramid(image, inferred.plane, info, fmt, ref.key)
-    else:
-        image = root[ref.path] if ref.path else root
     if labels.max(initial=0) >= 2**32 - 1:
         raise HtsError(f"{ref.key}: too many nuclei for uint32 labels")
-    write_labels(image, labels, info, fmt, properties={"n_nuclei": int(labels.max(initial=0))})
+    info = job.image_info()
+    properties = {"n_nuclei": int(labels.max(initial=0))}
+    root = open_group_at(job.out)
+    if job.copy_image and ref.path:  # the whole output field appears at once, image and labels
+        with staged_group(fs_path(root) / ref.path, fmt.zarr_format) as image:
+            write_pyramid(image, inferred.plane, info, fmt, ref.key)
+            write_labels(image, labels, info, fmt, properties=properties)
+    else:
+        if job.copy_image:  # a single image: the output root is the image (no metadata until complete)
+            write_pyramid(root, inferred.plane, info, fmt, ref.key)
+        write_labels(root[ref.path] if ref.path else root, labels, info, fmt, properties=properties)
     table = measure_nuclei(labels, inferred.plane)
     return Results(job.results).commit(ref, table, pixels=labels.size, seconds=inferred.seconds,
                                        extra={**inferred.where, **field_quality(inferred.plane)})

@@ -9,7 +9,10 @@ with labels only.
 from __future__ import annotations
 
 import os
+import re
+import struct
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,32 +46,97 @@ class Dataset:
         return len(self.labels)
 
 
-def _open_npz(path: Path) -> np.lib.npyio.NpzFile:
+_ENTRY = re.compile(r"(images|labels)_(\d+)")
+_UNREADABLE = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error, struct.error)
+
+
+def _open_npz(path: Path, what: str) -> np.lib.npyio.NpzFile:
+    """The archive at ``path`` opened with ``allow_pickle=False``, or a one-line HtsError."""
     if not path.is_file():
-        raise HtsError(f"data file {path} does not exist")
+        raise HtsError(f"{what} {path} does not exist")
+    if not zipfile.is_zipfile(path):
+        raise HtsError(f"{what} {path} is not a .npz archive (truncated, or another format)")
     try:
         return np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise HtsError(f"data file {path} is not a readable .npz archive ({exc})") from None
+    except _UNREADABLE as exc:
+        raise HtsError(f"{what} {path} is not a readable .npz archive ({str(exc)[:120]})") from None
 
 
-def _count(z: np.lib.npyio.NpzFile, path: Path) -> int:
+def _get(z: np.lib.npyio.NpzFile, key: str, path: Path, what: str) -> np.ndarray:
+    """Entry ``key`` as an array; pickled (object) arrays are refused without being unpickled."""
+    if key not in z.files:
+        raise HtsError(f"{what} {path} lacks entry {key!r}")
+    try:
+        arr = z[key]
+    except ValueError as exc:
+        if "pickle" in str(exc).lower() or "object arrays" in str(exc).lower():
+            raise HtsError(f"{what} {path}: entry {key!r} is an object array (pickled data is never loaded)") from None
+        raise HtsError(f"{what} {path}: entry {key!r} is unreadable ({str(exc)[:120]})") from None
+    except _UNREADABLE as exc:
+        raise HtsError(f"{what} {path}: entry {key!r} is unreadable ({str(exc)[:120] or type(exc).__name__})") from None
+    if not isinstance(arr, np.ndarray):
+        raise HtsError(f"{what} {path}: entry {key!r} is not a numpy array")
+    return arr
+
+
+def _count(z: np.lib.npyio.NpzFile, path: Path, what: str, kinds: tuple[str, ...]) -> int:
+    """The sample count ``n``: a positive integer scalar that agrees with the ``kinds`` entries present."""
     if "n" not in z.files:
-        raise HtsError(f"data file {path} has no 'n' entry (number of samples)")
-    n = int(z["n"])
-    if n < 0:
-        raise HtsError(f"data file {path}: 'n' is negative ({n})")
+        raise HtsError(f"{what} {path} has no 'n' entry (number of samples)")
+    arr = _get(z, "n", path, what)
+    if arr.ndim != 0 or arr.dtype.kind not in "iu":
+        raise HtsError(f"{what} {path}: entry 'n' must be an integer scalar (number of samples), "
+                       f"got {arr.dtype} of shape {arr.shape}")
+    n = int(arr)
+    if n < 1:
+        raise HtsError(f"{what} {path}: entry 'n' must be >= 1 (number of samples), got {n}")
+    beyond = sorted(k for k in z.files if (m := _ENTRY.fullmatch(k)) and int(m.group(2)) >= n)
+    if beyond:
+        raise HtsError(f"{what} {path}: entry 'n' is {n} but the file also holds {beyond[0]!r} (counts disagree)")
+    files = set(z.files)
+    lacking = next((f"{kind}_{i:04d}" for i in range(n) for kind in kinds if f"{kind}_{i:04d}" not in files), None)
+    if lacking is not None:
+        raise HtsError(f"{what} {path}: entry 'n' is {n} but the file lacks entry {lacking!r} (counts disagree)")
     return n
 
 
-def _get(z: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
-    if key not in z.files:
-        raise HtsError(f"data file {path} lacks entry {key!r}")
-    return z[key]
+def _ids(z: np.lib.npyio.NpzFile, n: int, path: Path) -> list[str] | None:
+    """Entry ``ids`` as ``n`` strings, None when absent."""
+    if "ids" not in z.files:
+        return None
+    arr = _get(z, "ids", path, "data file")
+    if arr.ndim != 1 or arr.dtype.kind not in "US" or len(arr) != n:
+        raise HtsError(f"data file {path}: entry 'ids' must be {n} strings (one per sample), "
+                       f"got {arr.dtype} of shape {arr.shape}")
+    return [s.decode("utf-8", "replace") if isinstance(s, bytes) else str(s) for s in arr.tolist()]
+
+
+def _image(z: np.lib.npyio.NpzFile, i: int, path: Path) -> np.ndarray:
+    """Entry ``images_<i>``: a non-empty 2D real image without NaN or inf."""
+    from hts.engine.preprocess import check_image
+
+    key = f"images_{i:04d}"
+    return check_image(_get(z, key, path, "data file"), f"data file {path}: entry {key!r}")
+
+
+def _labels(z: np.lib.npyio.NpzFile, i: int, path: Path, what: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """Entry ``labels_<i>``: 2D non-negative integers (of ``shape`` when given; ids up to the pixel count for data)."""
+    key = f"labels_{i:04d}"
+    lb = _get(z, key, path, what)
+    where = f"{what} {path}: entry {key!r}"
+    if lb.ndim != 2 or lb.dtype.kind not in "iu" or lb.size == 0:
+        raise HtsError(f"{where} must be a non-empty 2D integer label image, got {lb.dtype} of shape {lb.shape}")
+    if shape is not None and lb.shape != shape:
+        raise HtsError(f"{where} has shape {lb.shape} but its image has {shape}")
+    if lb.dtype.kind == "i" and lb.min() < 0:
+        raise HtsError(f"{where} has negative labels (minimum {lb.min()}); 0 is background, nuclei 1..N")
+    if shape is not None and lb.max() > lb.size:
+        raise HtsError(f"{where} has label {lb.max()}, more than its {lb.size} pixels (nuclei are numbered 1..N)")
+    return lb
 
 
 def load_npz(path: str | os.PathLike, limit: int | None = None) -> Dataset:
-    """Images and labels from a data file in the shared layout.
+    """Images and labels from a data file in the shared layout, every entry checked.
 
     Parameters
     ----------
@@ -85,26 +153,24 @@ def load_npz(path: str | os.PathLike, limit: int | None = None) -> Dataset:
     Raises
     ------
     HtsError
-        For a missing or unreadable file, missing entries, or an image and
-        labels of different shapes or non-integer labels.
+        One line naming the file, the entry and the reason: a missing, truncated
+        or non-npz file; ``n`` not a positive integer scalar or disagreeing with
+        the entries; ``ids`` not ``n`` strings; an object (pickled) array, never
+        unpickled; an image not 2D real without NaN/inf; labels not 2D
+        non-negative integers of the image's shape.
     """
     path = Path(path)
-    with _open_npz(path) as z:
-        n = _count(z, path)
+    with _open_npz(path, "data file") as z:
+        n = _count(z, path, "data file", ("images", "labels"))
+        ids = _ids(z, n, path)
         n = n if limit is None else min(n, limit)
-        images = [_get(z, f"images_{i:04d}", path) for i in range(n)]
-        labels = [_get(z, f"labels_{i:04d}", path) for i in range(n)]
-        ids = [str(s) for s in z["ids"][:n]] if "ids" in z.files else [f"{i:04d}" for i in range(n)]
-    for i, (im, lb) in enumerate(zip(images, labels)):
-        if im.ndim != 2 or im.shape != lb.shape:
-            raise HtsError(f"data file {path}: sample {i} image {im.shape} and labels {lb.shape} must be equal 2D shapes")
-        if not np.issubdtype(lb.dtype, np.integer):
-            raise HtsError(f"data file {path}: labels_{i:04d} has non-integer dtype {lb.dtype}")
-    return Dataset(images, labels, ids, str(path))
+        images = [_image(z, i, path) for i in range(n)]
+        labels = [_labels(z, i, path, "data file", images[i].shape) for i in range(n)]
+    return Dataset(images, labels, ids[:n] if ids is not None else [f"{i:04d}" for i in range(n)], str(path))
 
 
 def load_labels_npz(path: str | os.PathLike) -> list[np.ndarray]:
-    """Predicted label images (``n``, ``labels_0000`` ...) from a prediction file.
+    """Predicted label images (``n``, ``labels_0000`` ...) from a prediction file, every entry checked.
 
     Parameters
     ----------
@@ -118,16 +184,13 @@ def load_labels_npz(path: str | os.PathLike) -> list[np.ndarray]:
     Raises
     ------
     HtsError
-        For a missing or unreadable file or a label image that is not 2D integer.
+        One line naming the file, the entry and the reason (as in
+        :func:`load_npz`); a label image that is not 2D non-negative integers.
     """
     path = Path(path)
-    with _open_npz(path) as z:
-        n = _count(z, path)
-        labels = [_get(z, f"labels_{i:04d}", path) for i in range(n)]
-    for i, lb in enumerate(labels):
-        if lb.ndim != 2 or not np.issubdtype(lb.dtype, np.integer):
-            raise HtsError(f"prediction file {path}: labels_{i:04d} must be a 2D integer array, got {lb.dtype} {lb.shape}")
-    return labels
+    with _open_npz(path, "prediction file") as z:
+        n = _count(z, path, "prediction file", ("labels",))
+        return [_labels(z, i, path, "prediction file") for i in range(n)]
 
 
 def save_labels_npz(path: str | os.PathLike, labels: list[np.ndarray], ids: list[str] | None = None) -> None:

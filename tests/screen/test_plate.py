@@ -167,6 +167,27 @@ def test_driver_killed_then_rerun_gives_identical_output(done_plate, tmp_path):
     _assert_same_output(done_plate[0], plate)
 
 
+def test_run_killed_with_its_workers_at_a_write_step_then_rerun_gives_identical_output(done_plate, tmp_path):
+    """As ``scancel`` or the OOM killer would: the driver and every worker get SIGKILL mid-write.
+
+    ``HTS_KILL_AFTER_WRITES=12:group`` (hts.io.killpoint): the first process
+    of the run to finish its 12th write step kills the run's process group,
+    inside a field's label write. Every field write is swept step by step in
+    tests/screen/test_kill_points.py; this is the same through ``hts run``.
+    """
+    from hts.io.ngff import open_source
+
+    plate = _copy_plate(done_plate, tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "hts", *map(str, run_args(plate))], capture_output=True, text=True,
+                          timeout=300, start_new_session=True, env={**os.environ, "HTS_KILL_AFTER_WRITES": "12:group"})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert not (results_dir(plate) / "run.json").exists()  # an interrupted run does not look complete
+    assert len(open_source(plate).fields) == 8  # and the plate is not bricked: every field still reads
+    again = hts(*run_args(plate))
+    assert "8/8 fields done" in again.stdout
+    _assert_same_output(done_plate[0], plate)
+
+
 def test_worker_killed_mid_run_does_not_change_the_output(done_plate, tmp_path):
     import psutil
 

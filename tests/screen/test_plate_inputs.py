@@ -86,7 +86,7 @@ def test_inputs_that_are_not_plates_or_images(case, plate, tmp_path):
         del attrs["plate"]["rows"]
         group.attrs.put(attrs)
     fragment = {"missing": "no such file", "file": "not a Zarr group", "plain-dir": "not a Zarr group",
-                "no-ngff": "neither an OME-Zarr plate nor an image", "bad-plate-metadata": "invalid NGFF plate metadata"}
+                "no-ngff": "neither an OME-Zarr plate nor an image", "bad-plate-metadata": "invalid NGFF 0.4 plate metadata: plate.rows: Field required"}
     one_line_error(hts("run", path, "--channel", "DAPI"), str(path), fragment[case])
 
 
