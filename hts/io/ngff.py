@@ -58,6 +58,7 @@ class Source:
     fields: list[FieldRef]
     skipped: list[tuple[FieldRef, str]] = field(default_factory=list)
     plate: dict | None = None  # the plate metadata (rows, columns, wells, ...)
+    notes: list[str] = field(default_factory=list)  # oddities read around, for the run's log (e.g. a well listed twice)
 
     @property
     def fmt(self) -> Format:
@@ -74,6 +75,7 @@ class ImageInfo:
     yx_scales: tuple[tuple[float, float], ...]
     chunks_yx: tuple[int, int]
     channels: tuple[str, ...]
+    channel_meta: tuple[dict, ...] = ()  # the ``omero`` channel entries as written (label, color, window, ...)
 
     def axis_size(self, name: str) -> int:
         return self.shapes[0][self.axes.index(name)] if name in self.axes else 1
@@ -92,6 +94,9 @@ def _open_group(path: str | os.PathLike, mode: str = "r") -> zarr.Group:
     try:
         return zarr.open_group(str(p), mode=mode)
     except Exception as e:  # zarr raises several types for "not a group here"
+        if any(f.suffix.lower() in (".tif", ".tiff") for f in p.iterdir()):
+            raise HtsError(f"{p}: a folder of TIFF files, not an OME-Zarr plate; convert it to OME-Zarr first "
+                           "(e.g. with bioio or ome-zarr-py), or segment single images with hts segment") from None
         raise HtsError(broken_node(p, e) or f"{p}: not a Zarr group ({type(e).__name__})") from None
 
 
@@ -116,11 +121,13 @@ def reason(exc: Exception) -> str:
     if isinstance(exc, pydantic.ValidationError):
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
-        return f"{where}: {first['msg']}" if where else first["msg"]
-    if isinstance(exc, json.JSONDecodeError):
-        return f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+        text = f"{where}: {first['msg']}" if where else first["msg"]
+    elif isinstance(exc, json.JSONDecodeError):
+        text = f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+    else:
+        text = f"{type(exc).__name__}: {str(exc).strip()}" if str(exc).strip() else type(exc).__name__
+    text = "; ".join(line.strip() for line in text.splitlines() if line.strip())  # one line
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def broken_node(directory: Path, exc: Exception | None = None) -> str | None:
@@ -242,23 +249,33 @@ def _plate_source(path: Path, root: zarr.Group, plate: dict, version: str) -> So
     """The plate's fields, each well and field checked on its own (see :func:`open_source`)."""
     rows = [r["name"] for r in plate["rows"]]
     cols = [c["name"] for c in plate["columns"]]
-    fields, skipped = [], []
+    fields, skipped, notes, seen = [], [], [], set()
     for well in plate["wells"]:
         wpath = well["path"]
-        row, col = rows[well["rowIndex"]], cols[well["columnIndex"]]
+        r, c = well["rowIndex"], well["columnIndex"]
+        if not (0 <= r < len(rows) and 0 <= c < len(cols)):
+            skipped.append((FieldRef(wpath, wpath, wpath.split("/")[0], wpath.split("/")[-1], "?"),
+                            f"{path}: well {wpath} has rowIndex {r} / columnIndex {c} outside the plate's "
+                            f"{len(rows)} rows / {len(cols)} columns"))
+            continue
+        row, col = rows[r], cols[c]
         ref = FieldRef(wpath, wpath, row, col, "?")
+        if wpath in seen:
+            notes.append(f"{path}: well {wpath} is listed twice in the plate metadata; segmented once")
+            continue
+        seen.add(wpath)
         images, why = _well_images(path, root, wpath, version)
         if images is None:
             skipped.append((ref, why))
             continue
-        for im in images:
+        for im in dict.fromkeys(images):  # a field listed twice is segmented once
             ref = FieldRef(f"{wpath}/{im}", wpath, row, col, str(im))
             why = _field_problem(path, root, ref.path, version)
             if why is None:
                 fields.append(ref)
             else:
                 skipped.append((ref, why))
-    return Source(path, "plate", version, fields, skipped, plate)
+    return Source(path, "plate", version, fields, skipped, plate, notes)
 
 
 def _well_images(path: Path, root: zarr.Group, wpath: str, version: str) -> tuple[list[str] | None, str]:
@@ -353,8 +370,9 @@ def image_info(group: zarr.Group, where: str = "") -> ImageInfo:
         raise HtsError(f"{where}: array has {len(base.shape)} dimensions but metadata names axes {axes}")
     chunks = (int(base.chunks[iy]), int(base.chunks[ix]))
     omero = attrs.get("omero") or {}
-    channels = tuple(str(c.get("label", "")) for c in omero.get("channels", []))
-    return ImageInfo(axes, levels, tuple(shapes), tuple(scales), chunks, channels)
+    entries = tuple(c for c in omero.get("channels", []) if isinstance(c, dict)) if isinstance(omero, dict) else ()
+    channels = tuple(str(c.get("label", "")) for c in entries)
+    return ImageInfo(axes, levels, tuple(shapes), tuple(scales), chunks, channels, entries)
 
 
 def resolve_channel(info: ImageInfo, channel: str | int | None, where: str = "") -> int:

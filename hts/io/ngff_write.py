@@ -107,7 +107,39 @@ def write_multiscales(group: zarr.Group, info: ImageInfo, fmt: Format, name: str
     write_multiscales_metadata(group, datasets, fmt=fmt, axes=_yx_axes(), name=name)
 
 
-def write_pyramid(group: zarr.Group, plane: np.ndarray, info: ImageInfo, fmt: Format, name: str) -> None:
+def omero_channel(info: ImageInfo, channel: int, plane: np.ndarray) -> dict:
+    """The ``omero`` entry of the copied ``channel``: the input's (label, color, window, ...), completed.
+
+    NGFF readers name channels from it (bioio, napari); ``color`` and
+    ``window`` are required by the schema, so missing ones are filled in
+    (white; the plane's range).
+
+    Parameters
+    ----------
+    info : ImageInfo
+        The input image's :func:`~hts.io.ngff.image_info`.
+    channel : int
+        The index of the copied channel.
+    plane : numpy.ndarray
+        The copied plane (for a missing window).
+
+    Returns
+    -------
+    dict
+        A JSON-able omero channel.
+    """
+    entry = dict(info.channel_meta[channel]) if channel < len(info.channel_meta) else {}
+    lo, hi = (float(plane.min()), float(plane.max())) if plane.size else (0.0, 0.0)
+    window = entry.get("window") if isinstance(entry.get("window"), dict) else {}
+    entry["window"] = {"min": lo, "max": hi, "start": lo, "end": hi} | window
+    entry.setdefault("color", "FFFFFF")
+    entry.setdefault("label", info.channels[channel] if channel < len(info.channels) else f"c{channel}")
+    entry.setdefault("active", True)
+    return entry
+
+
+def write_pyramid(group: zarr.Group, plane: np.ndarray, info: ImageInfo, fmt: Format, name: str,
+                  channel: int | None = None) -> None:
     """``plane`` and its downsampled levels as a 2D ``(y, x)`` multiscale in ``group``, metadata last.
 
     Parameters
@@ -122,10 +154,20 @@ def write_pyramid(group: zarr.Group, plane: np.ndarray, info: ImageInfo, fmt: Fo
         The NGFF version.
     name : str
         The multiscale's name.
+    channel : int, optional
+        The input channel ``plane`` is: its ``omero`` entry is written
+        (:func:`omero_channel`), so readers keep its name.
     """
     for level, arr in enumerate(create_levels(group, info, fmt, plane.dtype)):
         arr[...] = plane if level == 0 else downsample_to(plane, arr.shape)
     write_multiscales(group, info, fmt, name)
+    if channel is not None:
+        write_omero(group, info, fmt, channel, plane)
+
+
+def write_omero(group: zarr.Group, info: ImageInfo, fmt: Format, channel: int, plane: np.ndarray) -> None:
+    """The ``omero`` metadata of a one-channel output image copied from ``channel`` (:func:`omero_channel`)."""
+    add_metadata(group, {"omero": {"channels": [omero_channel(info, channel, plane)]}}, fmt=fmt)
 
 
 @dataclass(frozen=True)

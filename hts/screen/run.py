@@ -241,6 +241,8 @@ def run(path: str | os.PathLike, opts: RunOptions = RunOptions(), progress: bool
     t0 = time.perf_counter()
     _check_options(opts)
     source = open_source(path)
+    for note in source.notes:
+        log(f"warning: {note}")
     out_path = _output_path(source, opts.out)
     base = {"source": str(source.path), "out": out_path, "results": str(results_dir(out_path)),
             "version": source.version, "copy_image": Path(out_path).resolve() != source.path.resolve(),

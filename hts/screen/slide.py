@@ -43,13 +43,14 @@ from hts.engine.blocks import (
 from hts.engine.pipeline import HALO_NETWORK_PX, infer_image, watershed_prediction
 from hts.engine.preprocess import check_image
 from hts.engine.stitch import Block, aligned_blocks, block_grid
-from hts.io.ngff import image_info, level_shapes
+from hts.io.ngff import image_info, level_shapes, resolve_channel
 from hts.io.ngff_write import (
     begin_labels,
     create_levels,
     downsample_region,
     finish_labels,
     write_multiscales,
+    write_omero,
 )
 from hts.io.results import Results
 from hts.io.staging import open_group_at
@@ -289,6 +290,8 @@ def run_slide(client, job: Job, block: int, gpu: dict | None, window: int, progr
     client.gather(pyramid)
     if job.copy_image:
         write_multiscales(image, info, fmt, "image")
+        channel = resolve_channel(info, job.channel, job.image_path)
+        write_omero(image, info, fmt, channel, np.asarray(value_range))
     finish_labels(stage, info, fmt, {"n_nuclei": total})
     table = pd.concat(tables, ignore_index=True) if tables else measure_nuclei(np.zeros((1, 1), np.uint32), np.zeros((1, 1)))
     summary = Results(job.results).commit(job.ref, table, pixels=shape[0] * shape[1])

@@ -250,13 +250,14 @@ def write_field(job: Job, segmented: tuple[np.ndarray, Inferred]) -> dict:
     info = job.image_info()
     properties = {"n_nuclei": int(labels.max(initial=0))}
     root = open_group_at(job.out)
+    channel = resolve_channel(info, job.channel, job.image_path) if job.copy_image else None
     if job.copy_image and ref.path:  # the whole output field appears at once, image and labels
         with staged_group(fs_path(root) / ref.path, fmt.zarr_format) as image:
-            write_pyramid(image, inferred.plane, info, fmt, ref.key)
+            write_pyramid(image, inferred.plane, info, fmt, ref.key, channel)
             write_labels(image, labels, info, fmt, properties=properties)
     else:
         if job.copy_image:  # a single image: the output root is the image (no metadata until complete)
-            write_pyramid(root, inferred.plane, info, fmt, ref.key)
+            write_pyramid(root, inferred.plane, info, fmt, ref.key, channel)
         write_labels(root[ref.path] if ref.path else root, labels, info, fmt, properties=properties)
     table = measure_nuclei(labels, inferred.plane)
     return Results(job.results).commit(ref, table, pixels=labels.size, seconds=inferred.seconds,

@@ -240,4 +240,7 @@ def test_out_leaves_a_read_only_plate_untouched(done_plate, tmp_path):
         np.testing.assert_array_equal(read_labels(out, p), read_labels(done_plate[0], p))
         image = zarr.open_group(str(out / p), mode="r")
         assert np.asarray(image["0"]).shape == (256, 256)  # the segmented nucleus plane
+        ome = dict(image.attrs).get("ome", dict(image.attrs))
+        (channel,) = ome["omero"]["channels"]  # its channel keeps the input's name and display settings
+        assert channel["label"] == "DAPI" and channel["color"] == "0000FF"
     assert (results_dir(out) / "wells.csv").read_text() == (results_dir(done_plate[0]) / "wells.csv").read_text()
