@@ -116,7 +116,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     to_zarr = args.output.suffix.lower() == ".zarr"
     if not to_zarr:
         check_label_path(args.output)
-    image = open_image(args.input)
+    image = open_image(args.input, args.channel, option="--channel")
     labels = segment(image, args.model, diameter=args.diameter, device=args.device, batch_size=args.batch_size,
                      out=args.output if to_zarr else None, min_size=args.min_size, progress=True, tta=args.tta)
     if not to_zarr:

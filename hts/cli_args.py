@@ -302,10 +302,17 @@ def _add_eval(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def _add_segment(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("segment", help="segment the nuclei of one 2D image of any size",
-                       description="Segment one 2D image. Images over 4096x4096 px and Zarr arrays are processed "
+                       description="Segment one 2D image, or one channel (--channel) of a multi-channel TIFF, "
+                       "OME-TIFF or RGB image. Images over 4096x4096 px and Zarr arrays are processed "
                        "block by block; from a Zarr array to a Zarr array in bounded memory.")
-    p.add_argument("input", type=Path, help="2D image: .tif/.tiff, .png, .npy or a .zarr array")
+    p.add_argument("input", type=Path, help="2D image: .tif/.tiff (also multi-channel, ImageJ or OME-TIFF), .png "
+                   "(also RGB), .npy or a .zarr array")
     p.add_argument("output", type=Path, help="labels (uint32, 0 = background): .tif/.tiff, .npy or .zarr")
+    p.add_argument("--channel", type=_channel, metavar="NAME|INDEX",
+                   help="nucleus channel of a multi-channel file: an index from 0, or a name (OME-TIFF channel "
+                   "name, ImageJ label; R, G, B or red, green, blue for RGB), case-insensitive (default: the "
+                   "only channel; grey saved as RGB is used as is). A stack with no axis information is taken "
+                   "as channels when it has at most 8 planes; z or time stacks are refused")
     p.add_argument("--model", help="checkpoint (default: the shipped model)")
     p.add_argument("--diameter", type=_diameter_px,
                    help=f"{DIAMETER_HELP} (default): estimated from the image")

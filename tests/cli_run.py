@@ -19,6 +19,23 @@ def hts(*args, timeout: int = 300, env: dict | None = None) -> subprocess.Comple
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
+def hts_in_process(capsys, *args) -> subprocess.CompletedProcess:
+    """``hts.cli.main(ARGS)`` in this process: the command's code path without an interpreter start each.
+
+    For checks of options and refusals, where a new interpreter (torch's
+    import) would cost seconds per case. ``capsys`` is pytest's fixture.
+    """
+    from hts.cli import main
+
+    argv = [str(a) for a in args]
+    try:
+        status = main(argv)
+    except SystemExit as e:  # argparse's own checks
+        status = e.code
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(argv, status, out, err)
+
+
 def one_line_error(proc: subprocess.CompletedProcess, *fragments: str, status: int = 2) -> str:
     """Assert the command failed with ``status`` and exactly one ``hts: error:`` line holding ``fragments``."""
     assert proc.returncode == status, proc.stderr

@@ -197,7 +197,7 @@ class PlateResults:
         """The nucleus plane of a field as a lazy ``(y, x)`` DataArray, as segmented.
 
         The run's channel, ``t = 0``, its z plane or the maximum projection
-        over z (:func:`hts.io.ngff.select_plane`).
+        over z (:func:`hts.io.ngff_image.select_plane`).
 
         Parameters
         ----------
@@ -217,15 +217,16 @@ class PlateResults:
         import dask.array as da
         import xarray as xr
 
-        from hts.io.ngff import image_info, resolve_channel, select_plane
+        from hts.io.ngff_image import image_info, resolve_channel, select_plane
 
         path = self.field_path(well, field)
         group = self._group(path)
         info = image_info(group, path)
         opts = self.record.get("options", {})
-        # an output field copied without its channels (2D y, x) has no channel to resolve
-        channel = resolve_channel(info, opts.get("channel"), path) if "c" in info.axes else 0
-        plane = select_plane(da.from_zarr(group[info.levels[level]]), info, channel, opts.get("z"))
+        # a field copied with --out holds one channel and one (projected) plane: nothing to resolve there
+        channel = resolve_channel(info, opts.get("channel"), path) if info.axis_size("c") > 1 else 0
+        z = opts.get("z") if info.axis_size("z") > 1 else None
+        plane = select_plane(da.from_zarr(group[info.levels[level]]), info, channel, z)
         return xr.DataArray(plane, dims=("y", "x"), name="image",
                             attrs={"well": well or "", "field": "" if field is None else str(field), "path": path,
                                    "level": level})
@@ -249,13 +250,16 @@ class PlateResults:
         import dask.array as da
         import xarray as xr
 
-        from hts.io.ngff import LABEL_NAME, image_info
+        from hts.io.ngff_image import image_info
+        from hts.io.ngff_meta import LABEL_NAME
 
         path = self.field_path(well, field)
         where = f"{path}/labels/{LABEL_NAME}".lstrip("/")
         group = self._group(where)
         info = image_info(group, where)
-        return xr.DataArray(da.from_zarr(group[info.levels[level]]), dims=("y", "x"), name="labels",
+        array = da.from_zarr(group[info.levels[level]])  # the image's axes without c; one (y, x) plane
+        array = array[(0,) * (array.ndim - 2)]
+        return xr.DataArray(array, dims=("y", "x"), name="labels",
                             attrs={"well": well or "", "field": "" if field is None else str(field), "path": path,
                                    "level": level})
 
@@ -282,7 +286,7 @@ class PlateResults:
         """
         import numpy as np
 
-        from hts.io.ngff import image_info, level_shapes
+        from hts.io.ngff_image import image_info, level_shapes
 
         path = self.field_path(well, field)
         info = image_info(self._group(path), path)
@@ -295,7 +299,7 @@ class PlateResults:
         img = self.image(well, field, level).values
         lab = self.labels(well, field, lab_level).values
         if lab.shape != img.shape:
-            from hts.io.ngff_write import downsample_to
+            from hts.io.ngff_pyramid import downsample_to
 
             lab = downsample_to(lab, img.shape)
         return np.asarray(img), np.asarray(lab)

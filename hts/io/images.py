@@ -10,67 +10,33 @@ import numpy as np
 from hts.engine.preprocess import check_image
 from hts.errors import HtsError
 from hts.io.atomic import atomic_write
+from hts.io.channels import read_planes, select_channel
+from hts.io.planes import PlaneView
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
 
 
-class SqueezedArray:
-    """A lazy 2D view of an array with singleton axes, e.g. a ``(1, 1, H, W)`` Zarr array as ``(H, W)``.
-
-    Indexing reads only the requested region: a 2D key is indexed into the
-    underlying array with every singleton axis fixed at 0.
-
-    Parameters
-    ----------
-    array : zarr.Array or array-like
-        Anything with ``shape``, ``dtype`` and numpy-style basic indexing,
-        with exactly two axes longer than 1.
-    """
-
-    def __init__(self, array) -> None:
-        self.array = array
-        self._keep = tuple(s != 1 for s in array.shape)
-        self.shape = tuple(int(s) for s, k in zip(array.shape, self._keep) if k)
-        if len(self.shape) != 2:
-            raise HtsError(f"expected a 2D image, got shape {tuple(array.shape)}")
-        self.dtype = np.dtype(array.dtype)
-        self.ndim = 2
-
-    def __repr__(self) -> str:
-        return f"<SqueezedArray {self.shape} {self.dtype} of {tuple(self.array.shape)}>"
-
-    def __getitem__(self, key):
-        """The region ``key`` (up to two slices or ints, ``...`` allowed) read now, as numpy."""
-        key = key if isinstance(key, tuple) else (key,)
-        if any(k is Ellipsis for k in key):
-            i = key.index(Ellipsis)
-            key = key[:i] + (slice(None),) * (2 - len(key) + 1) + key[i + 1 :]
-        if len(key) > 2:
-            raise IndexError(f"too many indices for a 2D array: {len(key)}")
-        rest = iter(key + (slice(None),) * (2 - len(key)))
-        return np.asarray(self.array[tuple(next(rest) if keep else 0 for keep in self._keep)])
-
-    def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        out = self[...]
-        return out if dtype is None else out.astype(dtype, copy=False)
-
-
-def open_image(path: str | os.PathLike):
+def open_image(path: str | os.PathLike, channel: str | int | None = None, *, option: str = "channel"):
     """A 2D image from a file (read now) or a Zarr array (read lazily, region by region).
 
     A Zarr group is accepted when it holds an array ``0`` (the
     full-resolution level of a multiscale image). Singleton axes of a Zarr
-    array (e.g. ``(1, 1, H, W)``) are hidden by a :class:`SqueezedArray`.
+    array (e.g. ``(1, 1, H, W)``) are hidden by a :class:`PlaneView`.
 
     Parameters
     ----------
     path : str or os.PathLike
         A ``.tif/.tiff``, ``.png`` or ``.npy`` file (:func:`read_image`), or a
         ``.zarr`` array or group.
+    channel : str, int or None
+        For a file, the channel to read (:func:`read_image`); not for Zarr
+        (an OME-Zarr image's channels: ``hts run --channel``).
+    option : str
+        How the caller spells ``channel``, for error messages.
 
     Returns
     -------
-    numpy.ndarray, zarr.Array or SqueezedArray
+    numpy.ndarray, zarr.Array or PlaneView
         ``(H, W)`` intensities in the file's dtype (integer or float), in the
         file's units. Files are returned as numpy; Zarr stays lazy (``shape``,
         ``dtype`` and slicing; :func:`hts.engine.preprocess.as_numpy` reads
@@ -79,12 +45,16 @@ def open_image(path: str | os.PathLike):
     Raises
     ------
     HtsError
-        A missing or unreadable store, a group without ``0``, or an array
-        that is not 2D once its singleton axes are removed.
+        A missing or unreadable store, a group without ``0``, an array
+        that is not 2D once its singleton axes are removed, or a channel
+        asked of a Zarr store.
     """
     path = Path(path)
     if path.suffix.lower() != ".zarr":
-        return read_image(path)
+        return read_image(path, channel, option=option)
+    if channel is not None:
+        raise HtsError(f"{path}: {option} applies to TIFF, PNG and NPY files; a Zarr array here is one 2D plane "
+                       "(for the channels of an OME-Zarr image use hts run --channel)")
     import zarr
 
     if not path.exists():
@@ -99,19 +69,28 @@ def open_image(path: str | os.PathLike):
         node = node["0"]
     if len([s for s in node.shape if s != 1]) != 2:
         raise HtsError(f"{path}: expected a 2D image, got shape {tuple(node.shape)}")
-    return node if len(node.shape) == 2 else SqueezedArray(node)
+    return node if len(node.shape) == 2 else PlaneView(node)
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
+def read_image(path: str | os.PathLike, channel: str | int | None = None, *, option: str = "channel") -> np.ndarray:
     """A 2D image from a ``.tif/.tiff``, ``.png`` or ``.npy`` file, checked by :func:`check_image`.
 
-    Singleton axes (e.g. a ``(1, H, W)`` TIFF page stack) are squeezed away;
-    RGB or multi-plane data is refused with a one-line error naming the file.
+    Singleton axes (e.g. a ``(1, H, W)`` TIFF page stack) are squeezed away.
+    Of a multi-channel file (a multi-channel TIFF, an OME-TIFF, an ImageJ
+    hyperstack, RGB(A)) one channel is read: ``channel``, or the only one,
+    or grey saved as RGB; z or time stacks are refused
+    (:mod:`hts.io.channels` has the rules), with a one-line error naming the file.
 
     Parameters
     ----------
     path : str or os.PathLike
         The image file.
+    channel : str, int or None
+        The nucleus channel: a 0-based index, or a name (OME-TIFF channel
+        ``Name``, ImageJ label, ``R``/``G``/``B`` or ``red``/``green``/``blue``
+        for RGB; case-insensitive); None for the only channel.
+    option : str
+        How the caller spells ``channel``, for error messages (``"--channel"`` on the command line).
 
     Returns
     -------
@@ -121,7 +100,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     Raises
     ------
     HtsError
-        An unsupported suffix, a missing or unreadable file, or an image
+        An unsupported suffix, a missing or unreadable file, a channel
+        :func:`hts.io.channels.select_channel` refuses, or an image
         :func:`check_image` refuses.
     """
     path = Path(path)
@@ -130,23 +110,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise HtsError(f"{path}: unsupported image format {suffix or '(none)'}; use one of {', '.join(IMAGE_SUFFIXES)}")
     if not path.is_file():
         raise HtsError(f"{path}: no such file")
-    try:
-        if suffix == ".npy":
-            arr = np.load(path, allow_pickle=False)
-        elif suffix == ".png":
-            from skimage.io import imread
-
-            arr = imread(path)
-        else:
-            import tifffile
-
-            arr = tifffile.imread(path)
-    except Exception as exc:
-        raise HtsError(f"{path}: cannot read image ({type(exc).__name__}: {str(exc)[:100]})") from None
-    arr = np.asarray(arr)
-    if arr.ndim > 2:
-        arr = np.squeeze(arr)
-    return check_image(arr, name=str(path))
+    planes = read_planes(path)
+    return check_image(select_channel(planes, channel, name=str(path), option=option), name=str(path))
 
 
 LABEL_SUFFIXES = (".tif", ".tiff", ".npy")

@@ -1,17 +1,23 @@
-"""OME-Zarr (NGFF 0.4 / 0.5) output: label pyramids, multiscales metadata, the output plate.
+"""OME-Zarr (NGFF 0.4 / 0.5) output: label groups installed in one step, the output plate, their repair.
 
-Metadata is written with ``ome-zarr-py``; pixel arrays go through ``zarr``
-directly so each field is written by one task without a nested Dask
-computation. Reading the input is :mod:`hts.io.ngff`.
+Labels are built under a hidden name and installed by rename (:mod:`hts.io.staging`);
+their arrays and ``multiscales`` follow the image (:mod:`hts.io.ngff_pyramid`).
+Metadata is written with ``ome-zarr-py``. Reading the input is :mod:`hts.io.ngff`.
 
-Choices (documented in the README): labels are 2D ``(y, x)`` uint32 arrays
-at ``<image>/labels/nuclei/<level>``, one level per image level with the
-same ``y, x`` shape, nearest-neighbour downsampled, chunked like the image's
-``y, x`` chunks.
+Choices (documented in the README): labels are uint32 arrays at
+``<image>/labels/nuclei/<level>`` with the image's axes without ``c``
+(``(y, x)`` for a ``cyx`` image, ``(t, z, y, x)`` for ``tczyx``; every axis
+but ``y, x`` of size 1, since one 2D plane is segmented), one level per image
+level with the same ``y, x`` shape, nearest-neighbour downsampled, chunked
+like the image's ``y, x`` chunks; ``image-label`` carries ``version``,
+``source``, ``colors`` and per-nucleus ``properties`` (up to
+:data:`MAX_LABEL_ENTRIES` nuclei). A field copied with ``--out`` keeps all
+the image's axes, ``c`` of size 1.
 """
 
 from __future__ import annotations
 
+import colorsys
 import os
 import shutil
 from dataclasses import dataclass
@@ -20,154 +26,15 @@ from pathlib import Path
 import numpy as np
 import zarr
 from ome_zarr.format import Format, FormatV04, FormatV05
-from ome_zarr.writer import (
-    add_metadata,
-    write_multiscales_metadata,
-    write_plate_metadata,
-    write_well_metadata,
-)
+from ome_zarr.writer import add_metadata, write_plate_metadata, write_well_metadata
 
 from hts.errors import HtsError
-from hts.io.ngff import LABEL_NAME, ImageInfo, Source, _first_error, _ome, level_shapes
+from hts.io.ngff import Source
+from hts.io.ngff_image import ImageInfo
+from hts.io.ngff_meta import LABEL_NAME, ome_attrs, reason
+from hts.io.ngff_pyramid import create_levels, downsample_to, write_multiscales
+from hts.io.planes import PlaneView
 from hts.io.staging import STAGED, fs_path, install, open_group_at, staged_name, sweep
-
-
-def downsample_to(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resampling of a 2D array to ``shape`` (labels stay labels)."""
-    return downsample_region(labels, shape, (0, shape[0]), (0, shape[1]))
-
-
-def downsample_region(array, shape: tuple[int, int], rows: tuple[int, int], cols: tuple[int, int]) -> np.ndarray:
-    """Rows ``[r0, r1)`` x columns ``[c0, c1)`` of :func:`downsample_to` ``(array, shape)``.
-
-    Reads only the window of ``array`` (numpy or zarr, 2D) that those output
-    pixels come from: output pixel ``(y, x)`` is ``array[y * H // shape[0],
-    x * W // shape[1]]``.
-    """
-    h, w = array.shape
-    r = (np.arange(*rows) * h) // shape[0]
-    c = (np.arange(*cols) * w) // shape[1]
-    if r.size == 0 or c.size == 0:
-        return np.zeros((r.size, c.size), array.dtype)
-    window = np.asarray(array[r[0] : r[-1] + 1, c[0] : c[-1] + 1])
-    return window[np.ix_(r - r[0], c - c[0])]
-
-
-def _yx_axes() -> list[dict]:
-    """The NGFF ``axes`` of a 2D ``(y, x)`` multiscale (the same in NGFF 0.4 and 0.5)."""
-    return [{"name": "y", "type": "space"}, {"name": "x", "type": "space"}]
-
-
-def _create_array(group: zarr.Group, name: str, shape: tuple[int, int], dtype, chunks: tuple[int, int],
-                  fmt: Format) -> zarr.Array:
-    kwargs = {"dimension_names": ["y", "x"]} if fmt.zarr_format == 3 else {"chunk_key_encoding": {"name": "v2", "separator": "/"}}
-    chunks = (max(min(chunks[0], shape[0]), 1), max(min(chunks[1], shape[1]), 1))
-    return group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, fill_value=0, overwrite=True, **kwargs)
-
-
-def create_levels(group: zarr.Group, info: ImageInfo, fmt: Format, dtype) -> list[zarr.Array]:
-    """Empty 2D ``(y, x)`` arrays ``0..L-1`` with the image's level shapes and ``y, x`` chunks.
-
-    Parameters
-    ----------
-    group : zarr.Group
-        Where the arrays are created (existing ones are replaced).
-    info : ImageInfo
-        The image whose levels are mirrored.
-    fmt : ome_zarr.format.Format
-        The NGFF version written (Zarr v2 for 0.4, v3 for 0.5).
-    dtype : numpy dtype
-        Of the arrays (fill value 0).
-
-    Returns
-    -------
-    list of zarr.Array
-        One per level, ``level_shapes(info)[i]``.
-    """
-    return [_create_array(group, str(level), shape, dtype, info.chunks_yx, fmt)
-            for level, shape in enumerate(level_shapes(info))]
-
-
-def write_multiscales(group: zarr.Group, info: ImageInfo, fmt: Format, name: str) -> None:
-    """The ``multiscales`` metadata of a 2D ``(y, x)`` pyramid in ``group``, with the image's level scales.
-
-    Parameters
-    ----------
-    group : zarr.Group
-        Holds arrays ``0..L-1`` (:func:`create_levels`).
-    info : ImageInfo
-        The image whose ``yx_scales`` are written.
-    fmt : ome_zarr.format.Format
-        The NGFF version.
-    name : str
-        The multiscale's name.
-    """
-    datasets = [{"path": str(level), "coordinateTransformations": [{"type": "scale", "scale": [sy, sx]}]}
-                for level, (sy, sx) in enumerate(info.yx_scales)]
-    write_multiscales_metadata(group, datasets, fmt=fmt, axes=_yx_axes(), name=name)
-
-
-def omero_channel(info: ImageInfo, channel: int, plane: np.ndarray) -> dict:
-    """The ``omero`` entry of the copied ``channel``: the input's (label, color, window, ...), completed.
-
-    NGFF readers name channels from it (bioio, napari); ``color`` and
-    ``window`` are required by the schema, so missing ones are filled in
-    (white; the plane's range).
-
-    Parameters
-    ----------
-    info : ImageInfo
-        The input image's :func:`~hts.io.ngff.image_info`.
-    channel : int
-        The index of the copied channel.
-    plane : numpy.ndarray
-        The copied plane (for a missing window).
-
-    Returns
-    -------
-    dict
-        A JSON-able omero channel.
-    """
-    entry = dict(info.channel_meta[channel]) if channel < len(info.channel_meta) else {}
-    lo, hi = (float(plane.min()), float(plane.max())) if plane.size else (0.0, 0.0)
-    window = entry.get("window") if isinstance(entry.get("window"), dict) else {}
-    entry["window"] = {"min": lo, "max": hi, "start": lo, "end": hi} | window
-    entry.setdefault("color", "FFFFFF")
-    entry.setdefault("label", info.channels[channel] if channel < len(info.channels) else f"c{channel}")
-    entry.setdefault("active", True)
-    return entry
-
-
-def write_pyramid(group: zarr.Group, plane: np.ndarray, info: ImageInfo, fmt: Format, name: str,
-                  channel: int | None = None) -> None:
-    """``plane`` and its downsampled levels as a 2D ``(y, x)`` multiscale in ``group``, metadata last.
-
-    Parameters
-    ----------
-    group : zarr.Group
-        Receives arrays ``0..L-1`` and their ``multiscales`` metadata.
-    plane : numpy.ndarray
-        ``(H, W)``, the full-resolution level; its dtype is kept.
-    info : ImageInfo
-        The image whose level shapes, chunks and scales are used.
-    fmt : ome_zarr.format.Format
-        The NGFF version.
-    name : str
-        The multiscale's name.
-    channel : int, optional
-        The input channel ``plane`` is: its ``omero`` entry is written
-        (:func:`omero_channel`), so readers keep its name.
-    """
-    for level, arr in enumerate(create_levels(group, info, fmt, plane.dtype)):
-        arr[...] = plane if level == 0 else downsample_to(plane, arr.shape)
-    write_multiscales(group, info, fmt, name)
-    if channel is not None:
-        write_omero(group, info, fmt, channel, plane)
-
-
-def write_omero(group: zarr.Group, info: ImageInfo, fmt: Format, channel: int, plane: np.ndarray) -> None:
-    """The ``omero`` metadata of a one-channel output image copied from ``channel`` (:func:`omero_channel`)."""
-    add_metadata(group, {"omero": {"channels": [omero_channel(info, channel, plane)]}}, fmt=fmt)
 
 
 @dataclass(frozen=True)
@@ -197,7 +64,7 @@ def _listed_labels(image_dir: Path, fmt: Format) -> tuple[str, ...] | None:
     if not labels_dir.is_dir():
         return None
     try:
-        listed = _ome(zarr.open_group(str(labels_dir), mode="r")).get("labels")
+        listed = ome_attrs(zarr.open_group(str(labels_dir), mode="r")).get("labels")
     except Exception:  # noqa: BLE001  # unreadable metadata: judged by the members below
         listed = None
     if isinstance(listed, list) and all(isinstance(n, str) for n in listed):
@@ -209,7 +76,7 @@ def _listed_labels(image_dir: Path, fmt: Format) -> tuple[str, ...] | None:
                    "hts does not replace labels written by another tool: repair or remove it")
 
 
-def begin_labels(image: zarr.Group, info: ImageInfo, fmt: Format) -> tuple[LabelStage, list[zarr.Array]]:
+def begin_labels(image: zarr.Group, info: ImageInfo, fmt: Format) -> tuple[LabelStage, list[PlaneView]]:
     """A staged ``<image>/labels/nuclei`` with empty uint32 levels; nothing changes at its final place yet.
 
     Parameters
@@ -217,7 +84,7 @@ def begin_labels(image: zarr.Group, info: ImageInfo, fmt: Format) -> tuple[Label
     image : zarr.Group
         The image group (of a local store, opened for writing).
     info : ImageInfo
-        Its :func:`~hts.io.ngff.image_info`.
+        Its :func:`~hts.io.ngff_image.image_info`.
     fmt : ome_zarr.format.Format
         The NGFF version.
 
@@ -254,7 +121,8 @@ def begin_labels(image: zarr.Group, info: ImageInfo, fmt: Format) -> tuple[Label
         raise
 
 
-def finish_labels(stage: LabelStage, info: ImageInfo, fmt: Format, properties: dict | None = None) -> None:
+def finish_labels(stage: LabelStage, info: ImageInfo, fmt: Format, properties: dict | None = None,
+                  objects: dict[str, np.ndarray] | None = None) -> None:
     """Write the staged label group's NGFF metadata, install it, then list it in ``labels``.
 
     Each step leaves a valid image: before the install the old labels (or
@@ -266,16 +134,17 @@ def finish_labels(stage: LabelStage, info: ImageInfo, fmt: Format, properties: d
     stage : LabelStage
         From :func:`begin_labels`, its arrays written.
     info : ImageInfo
-        The image's :func:`~hts.io.ngff.image_info`.
+        The image's :func:`~hts.io.ngff_image.image_info`.
     fmt : ome_zarr.format.Format
         The NGFF version.
     properties : dict, optional
         JSON-able values stored under ``image-label`` ``hts`` (e.g. ``n_nuclei``).
+    objects : dict of str to numpy.ndarray, optional
+        Per-nucleus columns, ``label`` first (:func:`image_label`).
     """
     group = open_group_at(stage.image_dir / stage.name)
     write_multiscales(group, info, fmt, LABEL_NAME)
-    label = {"source": {"image": "../../"}, **({"hts": properties} if properties else {}), "version": fmt.version}
-    add_metadata(group, {"image-label": label}, fmt=fmt)
+    add_metadata(group, {"image-label": image_label(fmt, properties, objects)}, fmt=fmt)
     if stage.listed is None:
         labels = open_group_at(stage.staged)
         add_metadata(labels, {"labels": [LABEL_NAME]}, fmt=fmt)
@@ -287,12 +156,60 @@ def finish_labels(stage: LabelStage, info: ImageInfo, fmt: Format, properties: d
         stamp_version(labels, fmt)
 
 
+MAX_LABEL_ENTRIES = 20_000  # nuclei listed in image-label colors/properties; beyond (whole slides) the table has them
+
+
+def label_color(value: int) -> list[int]:
+    """A distinct, stable RGBA colour (0-255) for label ``value``: golden-ratio hues, 0 transparent."""
+    if value == 0:
+        return [0, 0, 0, 0]
+    r, g, b = colorsys.hsv_to_rgb((value * 0.618033988749895) % 1.0, 0.75, 1.0)
+    return [round(r * 255), round(g * 255), round(b * 255), 255]
+
+
+def image_label(fmt: Format, properties: dict | None = None, objects: dict[str, np.ndarray] | None = None) -> dict:
+    """The ``image-label`` metadata of hts's nucleus labels.
+
+    Parameters
+    ----------
+    fmt : ome_zarr.format.Format
+        The NGFF version (its ``version`` key; NGFF 0.4 asks for it, 0.5 has it under ``ome``).
+    properties : dict, optional
+        JSON-able run values stored under ``hts`` (e.g. ``n_nuclei``).
+    objects : dict of str to numpy.ndarray, optional
+        Per-nucleus columns of equal length, ``label`` (the label value) and
+        e.g. ``area`` (px): one ``colors`` entry (:func:`label_color`) and one
+        ``properties`` entry per nucleus, as napari and iohub read them.
+        Without them, or with more than :data:`MAX_LABEL_ENTRIES` nuclei, only
+        the background's transparent colour is written (the nucleus table
+        holds them all).
+
+    Returns
+    -------
+    dict
+        ``version``, ``source`` (``../../``: the image), ``colors``,
+        ``properties`` (when ``objects`` are given) and ``hts``.
+    """
+    label: dict = {"version": fmt.version, "source": {"image": "../../"},
+                   "colors": [{"label-value": 0, "rgba": label_color(0)}]}
+    if objects is not None and 0 < len(objects["label"]) <= MAX_LABEL_ENTRIES:
+        # ome-zarr-models asks colors and properties to list the same label values
+        columns = {k: np.asarray(v).tolist() for k, v in objects.items()}
+        values = [int(v) for v in columns.pop("label")]
+        label["colors"] = [{"label-value": v, "rgba": label_color(v)} for v in values]
+        label["properties"] = [{"label-value": v, **{k: c[i] for k, c in columns.items()}} for i, v in enumerate(values)]
+    if properties:
+        label["hts"] = properties
+    return label
+
+
 def abort_labels(stage: LabelStage) -> None:
     """Delete a staged label group that will not be finished (its final place was never touched)."""
     shutil.rmtree(stage.staged, ignore_errors=True)
 
 
-def write_labels(image: zarr.Group, labels: np.ndarray, info: ImageInfo, fmt: Format, properties: dict | None = None) -> None:
+def write_labels(image: zarr.Group, labels: np.ndarray, info: ImageInfo, fmt: Format, properties: dict | None = None,
+                 objects: dict[str, np.ndarray] | None = None) -> None:
     """Write ``labels`` as ``<image>/labels/nuclei`` (NGFF ``image-label``), valid at every instant.
 
     Built under a hidden name and installed in one step (:mod:`hts.io.staging`),
@@ -308,17 +225,17 @@ def write_labels(image: zarr.Group, labels: np.ndarray, info: ImageInfo, fmt: Fo
         (stored as uint32, one level per image level, nearest-neighbour
         downsampled).
     info : ImageInfo
-        The image's :func:`~hts.io.ngff.image_info`.
+        The image's :func:`~hts.io.ngff_image.image_info`.
     fmt : ome_zarr.format.Format
         The NGFF version.
-    properties : dict, optional
+    properties, objects : dict, optional
         As in :func:`finish_labels`.
     """
     stage, levels = begin_labels(image, info, fmt)
     try:
         for level, arr in enumerate(levels):
             arr[...] = labels if level == 0 else downsample_to(labels, arr.shape)
-        finish_labels(stage, info, fmt, properties)
+        finish_labels(stage, info, fmt, properties, objects)
     except BaseException:
         abort_labels(stage)
         raise
@@ -351,7 +268,7 @@ def repair_labels(image_dir: Path) -> list[str]:
     done += [f"removed {p}" for p in sweep(labels_dir) + sweep(labels_dir / LABEL_NAME)]
     try:
         group = zarr.open_group(str(labels_dir), mode="r+")
-        listed = _ome(group).get("labels")
+        listed = ome_attrs(group).get("labels")
     except Exception:  # noqa: BLE001
         group, listed = None, None
     if not isinstance(listed, list):
@@ -362,7 +279,7 @@ def repair_labels(image_dir: Path) -> list[str]:
         return done
     nuclei = labels_dir / LABEL_NAME
     try:
-        complete = "image-label" in _ome(zarr.open_group(str(nuclei), mode="r"))
+        complete = "image-label" in ome_attrs(zarr.open_group(str(nuclei), mode="r"))
     except Exception:  # noqa: BLE001  # absent or unreadable
         complete = False
     if LABEL_NAME in listed and not complete:
@@ -410,7 +327,7 @@ def stamp_version(labels_group: zarr.Group, fmt: Format) -> None:
     fmt : ome_zarr.format.Format
         The NGFF version (nothing is written for 0.4).
     """
-    if fmt.zarr_format == 3 and "version" not in _ome(labels_group):
+    if fmt.zarr_format == 3 and "version" not in ome_attrs(labels_group):
         add_metadata(labels_group, {"version": fmt.version}, fmt=fmt)
 
 
@@ -434,7 +351,7 @@ def create_output(source: Source, out: str | os.PathLike) -> zarr.Group:
     if source.kind == "plate":
         plate = source.plate
         wells = [w["path"] for w in plate["wells"]]
-        if "plate" not in _ome(root):
+        if "plate" not in ome_attrs(root):
             write_plate_metadata(root, [r["name"] for r in plate["rows"]], [c["name"] for c in plate["columns"]],
                                  wells, fmt=fmt, field_count=plate.get("field_count"), name=plate.get("name"))
         by_well: dict[str, list[str]] = {}
@@ -442,7 +359,7 @@ def create_output(source: Source, out: str | os.PathLike) -> zarr.Group:
             by_well.setdefault(f.well, []).append(f.field)
         for well, images in by_well.items():
             wg = root.require_group(well)
-            if "well" not in _ome(wg):
+            if "well" not in ome_attrs(wg):
                 write_well_metadata(wg, images, fmt=fmt)
     return root
 
@@ -471,7 +388,7 @@ def open_output(source: Source, out: str | os.PathLike | None) -> zarr.Group:
         try:
             return zarr.open_group(str(source.path), mode="r+")
         except Exception as e:
-            raise HtsError(f"{source.path}: cannot write labels into the input ({_first_error(e)}); use --out") from None
+            raise HtsError(f"{source.path}: cannot write labels into the input ({reason(e)}); use --out") from None
     if Path(out).exists() and not (Path(out) / ".zgroup").exists() and not (Path(out) / "zarr.json").exists():
         raise HtsError(f"--out {out}: exists and is not a Zarr group")
     return create_output(source, out)

@@ -32,7 +32,8 @@ import pyarrow.parquet as pq
 from hts.analysis.count import well_table
 from hts.errors import HtsError
 from hts.io.atomic import atomic_write
-from hts.io.ngff import FORMATS, FieldRef
+from hts.io.ngff import FieldRef
+from hts.io.ngff_meta import FORMATS
 
 FIELD_COLUMNS = ["well", "row", "column", "field", "path", "n_nuclei", "mean_area", "mean_intensity",
                  "saturated_fraction", "focus", "mean_plane_intensity"]

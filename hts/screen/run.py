@@ -28,8 +28,8 @@ from tqdm import tqdm
 
 from hts.engine.blocks import BLOCK
 from hts.engine.pipeline import check_min_size
-from hts.engine.tta import check_tta
 from hts.engine.scale import check_diameter
+from hts.engine.tta import check_tta
 from hts.errors import HtsError, RunError
 from hts.io.ngff import Source, open_source
 from hts.io.ngff_write import open_output, repair_output
@@ -110,7 +110,7 @@ def _check_first_field(job: Job, opts: RunOptions) -> tuple[tuple[int, int], int
 
     Returns the (y, x) shape and the channel index.
     """
-    from hts.io.ngff import level_shapes, resolve_channel
+    from hts.io.ngff_image import level_shapes, resolve_channel
 
     info = job.image_info()
     channel = resolve_channel(info, job.channel, job.image_path)
@@ -376,7 +376,7 @@ def _compute_on(client, jobs: list[Job], opts: RunOptions, summary: RunSummary, 
 
 def _is_large(job: Job, opts: RunOptions) -> bool:
     """A single image bigger than one block goes block by block (whole-slide images)."""
-    from hts.io.ngff import level_shapes
+    from hts.io.ngff_image import level_shapes
 
     return max(level_shapes(job.image_info())[0]) > opts.block
 

@@ -43,15 +43,15 @@ from hts.engine.blocks import (
 from hts.engine.pipeline import HALO_NETWORK_PX, infer_image, watershed_prediction
 from hts.engine.preprocess import check_image
 from hts.engine.stitch import Block, aligned_blocks, block_grid
-from hts.io.ngff import image_info, level_shapes, resolve_channel
-from hts.io.ngff_write import (
-    begin_labels,
+from hts.io.ngff_image import image_info, level_shapes, resolve_channel
+from hts.io.ngff_pyramid import (
     create_levels,
     downsample_region,
-    finish_labels,
     write_multiscales,
     write_omero,
 )
+from hts.io.ngff_write import begin_labels, finish_labels
+from hts.io.planes import PlaneView, trailing_plane
 from hts.io.results import Results
 from hts.io.staging import open_group_at
 from hts.screen.cluster import windowed
@@ -167,9 +167,9 @@ def stitch_block(bj: BlockJob, blocks: dict, offsets: dict, labels: str) -> pd.D
     return table
 
 
-def _array(out: str, image: str, name: str, level: int, mode: str) -> zarr.Array:
-    """Level ``level`` of multiscale ``name`` ("" = the image itself) of image group ``image`` in root ``out``."""
-    return zarr.open_array("/".join(p for p in (out, image, name, str(level)) if p), mode=mode)
+def _array(out: str, image: str, name: str, level: int, mode: str) -> PlaneView:
+    """The ``(y, x)`` plane of level ``level`` of multiscale ``name`` ("" = the image) of group ``image`` in ``out``."""
+    return trailing_plane(zarr.open_array("/".join(p for p in (out, image, name, str(level)) if p), mode=mode))
 
 
 def pyramid_region(out: str, image: str, level: int, rows: tuple[int, int], cols: tuple[int, int],
@@ -193,8 +193,8 @@ def pyramid_region(out: str, image: str, level: int, rows: tuple[int, int], cols
     Returns
     -------
     None
-        Nearest-neighbour values (:func:`hts.io.ngff_write.downsample_region`),
-        as :func:`hts.io.ngff_write.downsample_to` writes a whole image.
+        Nearest-neighbour values (:func:`hts.io.ngff_pyramid.downsample_region`),
+        as :func:`hts.io.ngff_pyramid.downsample_to` writes a whole image.
     """
     for name in names:
         base, dst = _array(out, image, name, 0, "r"), _array(out, image, name, level, "r+")
@@ -276,7 +276,8 @@ def run_slide(client, job: Job, block: int, gpu: dict | None, window: int, progr
     stage, _ = begin_labels(image, chunked, fmt)
     names = (stage.name, "") if job.copy_image else (stage.name,)
     if job.copy_image:
-        create_levels(image, chunked, fmt, read_field(job, (slice(0, 1), slice(0, 1)), check=False).dtype)
+        create_levels(image, chunked, fmt, read_field(job, (slice(0, 1), slice(0, 1)), check=False).dtype,
+                      keep_channel=True)
     tables = []
     futures = [client.submit(stitch_block, bj, blocks, offsets, stage.name, key=f"stitch-{bj.key}", pure=False)
                for bj in jobs.values()]
@@ -289,7 +290,7 @@ def run_slide(client, job: Job, block: int, gpu: dict | None, window: int, progr
                for rows, cols in _grid(lshape, (side, side))]
     client.gather(pyramid)
     if job.copy_image:
-        write_multiscales(image, info, fmt, "image")
+        write_multiscales(image, info, fmt, "image", keep_channel=True)
         channel = resolve_channel(info, job.channel, job.image_path)
         write_omero(image, info, fmt, channel, np.asarray(value_range))
     finish_labels(stage, info, fmt, {"n_nuclei": total})

@@ -23,8 +23,10 @@ from hts.engine.infer import Prediction
 from hts.engine.pipeline import infer_image, resolve_model, watershed_prediction
 from hts.engine.preprocess import check_image
 from hts.errors import HtsError
-from hts.io.ngff import FieldRef, image_info, read_plane, resolve_channel
-from hts.io.ngff_write import write_labels, write_pyramid
+from hts.io.ngff import FieldRef
+from hts.io.ngff_image import image_info, read_plane, resolve_channel
+from hts.io.ngff_pyramid import write_pyramid
+from hts.io.ngff_write import write_labels
 from hts.io.results import Results
 from hts.io.staging import fs_path, open_group_at, staged_group
 from hts.model import InstanceUNet
@@ -56,7 +58,7 @@ class Job:
         return f"{self.source}/{self.ref.path}" if self.ref.path else self.source
 
     def image_info(self):
-        """The input image's ``multiscales`` (:class:`hts.io.ngff.ImageInfo`)."""
+        """The input image's ``multiscales`` (:class:`hts.io.ngff_image.ImageInfo`)."""
         return image_info(zarr.open_group(self.image_path, mode="r"), self.image_path)
 
 
@@ -249,16 +251,17 @@ def write_field(job: Job, segmented: tuple[np.ndarray, Inferred]) -> dict:
         raise HtsError(f"{ref.key}: too many nuclei for uint32 labels")
     info = job.image_info()
     properties = {"n_nuclei": int(labels.max(initial=0))}
+    table = measure_nuclei(labels, inferred.plane)
+    objects = {"label": table["label"].to_numpy(), "area": table["area"].to_numpy()}
     root = open_group_at(job.out)
     channel = resolve_channel(info, job.channel, job.image_path) if job.copy_image else None
     if job.copy_image and ref.path:  # the whole output field appears at once, image and labels
         with staged_group(fs_path(root) / ref.path, fmt.zarr_format) as image:
             write_pyramid(image, inferred.plane, info, fmt, ref.key, channel)
-            write_labels(image, labels, info, fmt, properties=properties)
+            write_labels(image, labels, info, fmt, properties, objects)
     else:
         if job.copy_image:  # a single image: the output root is the image (no metadata until complete)
             write_pyramid(root, inferred.plane, info, fmt, ref.key, channel)
-        write_labels(root[ref.path] if ref.path else root, labels, info, fmt, properties=properties)
-    table = measure_nuclei(labels, inferred.plane)
+        write_labels(root[ref.path] if ref.path else root, labels, info, fmt, properties, objects)
     return Results(job.results).commit(ref, table, pixels=labels.size, seconds=inferred.seconds,
                                        extra={**inferred.where, **field_quality(inferred.plane)})

@@ -24,7 +24,7 @@ from ome_zarr.writer import (
 from scipy import ndimage
 
 from hts.errors import HtsError
-from hts.io.ngff import FORMATS
+from hts.io.ngff_meta import FORMATS
 from hts.io.ngff_write import stamp_version
 from hts.synthetic.nuclei import SyntheticConfig, generate
 

@@ -25,8 +25,8 @@ from scipy import ndimage
 
 import hts
 from hts.analysis.report import _heatmap, plate_matrix, write_report
-from hts.io.ngff import image_info
-from hts.io.ngff_write import downsample_to
+from hts.io.ngff_image import image_info
+from hts.io.ngff_pyramid import downsample_to
 from hts.io.results import results_dir
 from hts.synthetic.plate import PlateSpec, write_plate, write_slide
 
@@ -195,7 +195,9 @@ def test_ngff05_plate_written_with_out(tmp_path):
     assert len(data["gallery"]) == 4 and not any("error" in g for g in data["gallery"])
     res = hts.open_results(out)
     plane = res.image("B/2", 0)
-    np.testing.assert_array_equal(plane.values, np.asarray(zarr.open_group(str(out), mode="r")["B/2/0/0"]))
+    copied = zarr.open_group(str(out), mode="r")["B/2/0/0"]  # the field copied in its axes, one channel: (c, y, x)
+    assert copied.shape == (1, 256, 256)
+    np.testing.assert_array_equal(plane.values, np.asarray(copied)[0])
     assert plane.shape == res.labels("B/2", 0).shape == (256, 256)
 
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from hts.io.atomic import atomic_write
-from hts.io.images import SqueezedArray, open_image, read_image, write_label_file
+from hts.io.images import open_image, read_image, write_label_file
+from hts.io.planes import PlaneView
 
 
 class Boom(Exception):
@@ -53,7 +54,7 @@ def test_zarr_with_singleton_axes_is_a_lazy_2d_view(tmp_path):
     zarr.open_array(str(tmp_path / "i.zarr"), mode="w", shape=(1, 1, 40, 56), chunks=(1, 1, 16, 16),
                     dtype="uint16")[...] = image[None, None]
     view = open_image(tmp_path / "i.zarr")
-    assert isinstance(view, SqueezedArray) and view.shape == (40, 56) and view.dtype == np.uint16
+    assert isinstance(view, PlaneView) and view.shape == (40, 56) and view.dtype == np.uint16
     assert np.array_equal(view[3:9, ::5], image[3:9, ::5]) and np.array_equal(view[...], image)
     assert np.array_equal(view[2], image[2]) and np.array_equal(view[..., 7], image[:, 7])
     assert np.array_equal(np.asarray(view), image)
@@ -81,7 +82,7 @@ def test_select_plane_is_lazy_on_dask_and_matches_read_plane(tmp_path):
     import dask.array as da
     import zarr
 
-    from hts.io.ngff import ImageInfo, read_plane, select_plane
+    from hts.io.ngff_image import ImageInfo, read_plane, select_plane
 
     data = np.random.default_rng(2).integers(0, 100, (2, 3, 4, 10, 12)).astype(np.uint16)
     group = zarr.open_group(str(tmp_path / "g.zarr"), mode="w")

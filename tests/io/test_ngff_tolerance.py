@@ -11,7 +11,8 @@ import pytest
 import zarr
 
 from hts.errors import HtsError
-from hts.io.ngff import image_info, open_source, read_plane
+from hts.io.ngff import open_source
+from hts.io.ngff_image import image_info, read_plane
 from hts.io.ngff_write import repair_output, write_labels
 from hts.io.results import Results
 from hts.synthetic.plate import PlateSpec, write_plate

@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 import zarr
 
-from cli_run import hts, interrupt_after, one_line_error
+from cli_run import hts, hts_in_process, interrupt_after, one_line_error
 from hts.io.results import results_dir
 from hts.synthetic.plate import PlateSpec, write_plate
 
@@ -138,20 +138,14 @@ def _z_stack(path: Path, planes: int) -> Path:
 ])
 def test_bad_options_stop_before_anything_starts_or_is_written(plate, tmp_path, capsys, option, value, fragment):
     """In-process ``hts.cli.main`` (the same code path as the command, without an interpreter start each)."""
-    from hts.cli import main
-
     work = tmp_path / "plate.zarr"
     shutil.copytree(plate, work)
     if option == "--z" and value == "7":
         work = _z_stack(tmp_path / "stack.zarr", planes=3)
-    args = ["run", str(work), "--channel", "DAPI" if "plate" in work.name else "0", "--workers", "1", option, value]
-    try:
-        status = main(args)
-    except SystemExit as e:  # argparse's own checks
-        status = e.code
-    out, err = capsys.readouterr()
-    one_line_error(subprocess.CompletedProcess(args, status, out, err), fragment)
-    assert "LocalCluster" not in out  # no worker started
+    proc = hts_in_process(capsys, "run", work, "--channel", "DAPI" if "plate" in work.name else "0", "--workers", "1",
+                          option, value)
+    one_line_error(proc, fragment)
+    assert "LocalCluster" not in proc.stdout  # no worker started
     assert not results_dir(work).exists()  # nothing written
 
 

@@ -72,7 +72,7 @@ def test_blocks_agree_with_a_single_pass(slide):
 
 
 def test_pyramid_regions_tile_the_downsampled_level(tmp_path):
-    from hts.io.ngff_write import downsample_to
+    from hts.io.ngff_pyramid import downsample_to
     from hts.screen.slide import pyramid_region
 
     rng = np.random.default_rng(0)
