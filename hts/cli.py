@@ -1,4 +1,4 @@
-"""The ``hts`` command line: ``train``, ``eval``, ``segment``, ``run``, ``counts``, ``report``, ``demo``.
+"""The ``hts`` command line: ``train``, ``eval``, ``segment``, ``import``, ``run``, ``counts``, ``report``, ``demo``.
 
 Every :class:`hts.errors.HtsError` becomes one line ``hts: error: ...`` on
 stderr and exit status 2 (1 for a :class:`hts.errors.RunError`: a run that
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hts {__version__}")
     add_commands(parser.add_subparsers(dest="command", required=True),
                  {"train": cmd_train, "eval": cmd_eval, "segment": cmd_segment, "run": cmd_run, "counts": cmd_counts,
-                  "report": cmd_report, "demo": cmd_demo})
+                  "report": cmd_report, "demo": cmd_demo, "import": cmd_import})
     return parser
 
 
@@ -123,6 +123,21 @@ def cmd_segment(args: argparse.Namespace) -> int:
         write_label_file(args.output, labels)
     n = labels.attrs["n_nuclei"] if to_zarr else int(labels.max())
     print(f"{args.input}: {n} nuclei -> {args.output}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """``hts import``: write a folder of per-field TIFFs as an OME-Zarr plate and print what was written; returns 0."""
+    from hts.io.imports import import_plate
+
+    s = import_plate(args.folder, args.out, pattern=args.pattern, version=args.ngff, channel_names=args.channel_names,
+                     pixel_size=args.pixel_size, plate=args.plate, overwrite=args.overwrite)
+    t, _, z, y, x = s.shape
+    extra = (f", {t} time points" if t > 1 else "") + (f", {z} z planes" if z > 1 else "")
+    size = f", {s.pixel_size:g} um/px" if s.pixel_size else ""
+    ignored = f"; {s.ignored} file(s) ignored (not matching the pattern)" if s.ignored else ""
+    print(f"{s.fields} fields in {s.wells} wells, channels {', '.join(s.channels)} ({y}x{x} {s.dtype}{extra}{size}; "
+          f"read by {s.reader}{ignored}) -> {s.out} (NGFF {s.version}, {s.wall_s:.1f} s)")
     return 0
 
 

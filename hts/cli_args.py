@@ -211,7 +211,7 @@ def _path_str(text: str) -> str:
 
 
 def add_commands(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
-    """Add the subcommands ``train``, ``eval``, ``segment``, ``run``, ``counts``, ``report`` and ``demo``.
+    """Add the subcommands ``train``, ``eval``, ``segment``, ``import``, ``run``, ``counts``, ``report`` and ``demo``.
 
     Parameters
     ----------
@@ -221,7 +221,7 @@ def add_commands(sub: argparse._SubParsersAction, commands: dict[str, Callable[[
         ``commands[name](args) -> exit status`` runs subcommand ``name``; it
         is stored as ``args.func``.
     """
-    for name, add in (("train", _add_train), ("eval", _add_eval), ("segment", _add_segment), ("run", _add_run),
+    for name, add in (("train", _add_train), ("eval", _add_eval), ("segment", _add_segment), ("import", _add_import), ("run", _add_run),
                       ("counts", _add_counts), ("report", _add_report), ("demo", _add_demo)):
         add(sub).set_defaults(func=commands[name])
 
@@ -320,6 +320,47 @@ def _add_segment(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--device", help=DEVICE_HELP)
     p.add_argument("--min-size", type=int, metavar="PX", help=MIN_SIZE_HELP)
     p.add_argument("--tta", type=int, choices=TTA, default=1, help=f"{TTA_HELP} (default %(default)s)")
+    return p
+
+
+def _names(text: str) -> list[str]:
+    """``--channel-names DAPI,GFP``: names separated by commas."""
+    return [n.strip() for n in text.split(",")]
+
+
+def _positive(text: str) -> float:
+    """A number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value > 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def _add_import(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser("import", help="write a folder of per-field TIFFs (ImageXpress, Operetta, ...) as an "
+                       "OME-Zarr plate", description="Write a folder of per-field, per-channel TIFFs as an OME-Zarr "
+                       "HCS plate (plate, well and channel metadata; one field in memory at a time). An ImageXpress "
+                       "acquisition with a .jdce descriptor is read with bioio-imagexpress; other folders by file "
+                       "name (--pattern). OUT appears only when complete. See docs/import.md.")
+    p.add_argument("folder", type=Path, metavar="FOLDER", help="the instrument's export folder (searched recursively)")
+    p.add_argument("out", type=Path, metavar="OUT", help="the plate to write, e.g. plate.zarr")
+    p.add_argument("--pattern", metavar="PRESET|REGEX",
+                   help="how file names give well, site and channel: 'imagexpress' (default: <plate>_<well>_s<site>"
+                   "_w<channel>.tif, TimePoint_<t>/ and ZStep_<z>/ folders), 'operetta' (r01c01f01p01-ch1sk1fk1fl1."
+                   "tiff), or a Python regex matched against each file's path relative to FOLDER, with named groups "
+                   "well (or row and column), and optionally site, channel, plate, t, z; files that do not match "
+                   "are ignored")
+    p.add_argument("--channel-names", type=_names, metavar="A,B,...",
+                   help="channel names in channel order (default: the instrument's .HTD or TIFF tags, else w1, w2, ...)")
+    p.add_argument("--pixel-size", type=_positive, metavar="UM", help="pixel size in um (default: the instrument's, "
+                   "when its files say)")
+    p.add_argument("--plate", help="the plate to import when the files name several (the pattern's plate group)")
+    p.add_argument("--ngff", choices=("0.4", "0.5"), default="0.5",
+                   help="NGFF version: 0.5 on Zarr v3, or 0.4 on Zarr v2 (default %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (when the new plate is complete)")
     return p
 
 
