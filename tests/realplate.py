@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+# the validation split beside the checkout (as tests/conftest.py finds it; see ../shared/data/README.md)
+VAL_NPZ = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "dsb2018_fluo_val.npz"
 FIELD_SHAPE = (256, 256)  # the most common size of the validation split (30 of 54 images)
 ONE_MAGNIFICATION = (12.0, 16.0)  # px, true median nucleus diameter of the fields of one plate
 

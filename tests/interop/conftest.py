@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from realplate import plate_layout, real_fields
+from realplate import VAL_NPZ, plate_layout, real_fields
 
 REPO = Path(__file__).resolve().parents[2]
 IOHUB_PYTHON = REPO / ".venv-iohub" / "bin" / "python"  # built by `make test` (Makefile: iohub needs Python >= 3.12)
@@ -87,7 +87,6 @@ def per_well_counts(plate: Path) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def real_plate():
-    from conftest import VAL_NPZ
 
     if not VAL_NPZ.is_file():
         pytest.skip(f"real data absent: {VAL_NPZ} not found (../shared/data is not part of the project)")

@@ -69,9 +69,9 @@ def ome_zarr_05_run(real_plate, tmp_path_factory):
 @pytest.fixture(scope="module")
 def ome_zarr_04_out(real_plate, tmp_path_factory):
     """A 0.4 ``cyx`` plate of one well run with ``--out``: the output plate holds copied fields."""
-    from conftest import VAL_NPZ
 
     from interop.conftest import RealPlate
+    from realplate import VAL_NPZ
 
     small = RealPlate(VAL_NPZ, wells=1, fields=2)
     base = tmp_path_factory.mktemp("omezarr04")

@@ -239,7 +239,7 @@ def test_out_leaves_a_read_only_plate_untouched(done_plate, tmp_path):
     for p in field_paths(out):
         np.testing.assert_array_equal(read_labels(out, p), read_labels(done_plate[0], p))
         image = zarr.open_group(str(out / p), mode="r")
-        assert np.asarray(image["0"]).shape == (256, 256)  # the segmented nucleus plane
+        assert np.asarray(image["0"]).shape == (1, 256, 256)  # the segmented nucleus plane, in the image's (c, y, x)
         ome = dict(image.attrs).get("ome", dict(image.attrs))
         (channel,) = ome["omero"]["channels"]  # its channel keeps the input's name and display settings
         assert channel["label"] == "DAPI" and channel["color"] == "0000FF"
