@@ -177,17 +177,20 @@ def run_options(args: argparse.Namespace, cluster=None):
     return options_from(args, RunOptions, cluster=cluster or cluster_options(args))
 
 
-def _diameter_px(text: str) -> float | None:
-    """``--diameter`` of segment and run: a number of px > 0, or ``auto`` (None: estimated)."""
-    if text == "auto":
-        return None
+def _positive(text: str, expected: str = "a number > 0") -> float:
+    """A finite number > 0 (``--pixel-size``, ``--diameter``); else an argparse error saying what was ``expected``."""
     try:
         value = float(text)
     except ValueError:
         value = math.nan
     if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a number of px > 0 or 'auto', got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return value
+
+
+def _diameter_px(text: str) -> float | None:
+    """``--diameter`` of segment and run: a number of px > 0, or ``auto`` (None: estimated)."""
+    return None if text == "auto" else _positive(text, "a number of px > 0 or 'auto'")
 
 
 def _eval_diameter(text: str) -> float | str | None:
@@ -326,17 +329,6 @@ def _add_segment(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def _names(text: str) -> list[str]:
     """``--channel-names DAPI,GFP``: names separated by commas."""
     return [n.strip() for n in text.split(",")]
-
-
-def _positive(text: str) -> float:
-    """A number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not value > 0 or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
 
 
 def _add_import(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -20,25 +20,25 @@ from hts.io.ngff_meta import broken_node, ome_attrs, reason
 
 @dataclass(frozen=True)
 class ImageInfo:
-    """The ``multiscales`` of one image group: axes, level paths and shapes, y/x scales, channel names."""
+    """The ``multiscales`` of one image group: axes, level paths, shapes and scales, channel names."""
 
     axes: tuple[str, ...]
     levels: tuple[str, ...]
     shapes: tuple[tuple[int, ...], ...]
-    yx_scales: tuple[tuple[float, float], ...]
+    scales: tuple[tuple[float, ...], ...]  # every level's scale on every axis (1 where none is written)
     chunks_yx: tuple[int, int]
     channels: tuple[str, ...]
     channel_meta: tuple[dict, ...] = ()  # the ``omero`` channel entries as written (label, color, window, ...)
-    scales: tuple[tuple[float, ...], ...] = ()  # every level's scale on every axis (1 where absent)
     axis_meta: tuple[dict, ...] = ()  # the ``axes`` entries as written (names in the image's case), with type and unit
 
     def axis_scale(self, name: str, level: int = 0) -> float:
-        """The scale (physical units per px) of axis ``name`` at ``level``; 1 where none is written."""
-        if self.scales and name in self.axes:
-            return self.scales[level][self.axes.index(name)]
-        if name in ("y", "x") and self.yx_scales:
-            return self.yx_scales[level]["yx".index(name)]
-        return 1.0
+        """The scale (physical units per px) of axis ``name`` at ``level``; 1 for an axis the image lacks."""
+        return self.scales[level][self.axes.index(name)] if name in self.axes else 1.0
+
+    @property
+    def yx_scales(self) -> tuple[tuple[float, float], ...]:
+        """The ``(y, x)`` scale of each level."""
+        return tuple((self.axis_scale("y", level), self.axis_scale("x", level)) for level in range(len(self.scales)))
 
     def axis_size(self, name: str) -> int:
         return self.shapes[0][self.axes.index(name)] if name in self.axes else 1
@@ -58,8 +58,8 @@ def image_info(group: zarr.Group, where: str = "") -> ImageInfo:
     Returns
     -------
     ImageInfo
-        Axis names, level paths and shapes, ``(y, x)`` scales of each level
-        (physical units per px, as in the metadata; ``(1, 1)`` when absent),
+        Axis names, level paths and shapes, the scales of each level on
+        every axis (physical units per px, as in the metadata; 1 when absent),
         the full-resolution ``(y, x)`` chunks and the ``omero`` channel labels.
 
     Raises
@@ -101,8 +101,7 @@ def image_info(group: zarr.Group, where: str = "") -> ImageInfo:
     omero = attrs.get("omero") or {}
     entries = tuple(c for c in omero.get("channels", []) if isinstance(c, dict)) if isinstance(omero, dict) else ()
     channels = tuple(str(c.get("label", "")) for c in entries)
-    yx_scales = tuple((sc[iy], sc[ix]) for sc in scales)
-    return ImageInfo(axes, levels, tuple(shapes), yx_scales, chunks, channels, entries, tuple(scales), axis_meta)
+    return ImageInfo(axes, levels, tuple(shapes), tuple(scales), chunks, channels, entries, axis_meta)
 
 
 AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}

@@ -102,16 +102,13 @@ def _models() -> dict:
     """The ome-zarr-models attribute models by ``(kind, version)``, imported once."""
     from ome_zarr_models.v04.hcs import HCSAttrs as Plate04
     from ome_zarr_models.v04.image import ImageAttrs as Image04
-    from ome_zarr_models.v04.image_label import ImageLabelAttrs as Label04
     from ome_zarr_models.v04.well import WellAttrs as Well04
     from ome_zarr_models.v05.hcs import HCSAttrs as Plate05
     from ome_zarr_models.v05.image import ImageAttrs as Image05
-    from ome_zarr_models.v05.image_label import ImageLabelAttrs as Label05
     from ome_zarr_models.v05.well import WellAttrs as Well05
 
     return {("plate", "0.4"): Plate04, ("well", "0.4"): Well04, ("image", "0.4"): Image04,
-            ("image-label", "0.4"): Label04, ("plate", "0.5"): Plate05, ("well", "0.5"): Well05,
-            ("image", "0.5"): Image05, ("image-label", "0.5"): Label05}
+            ("plate", "0.5"): Plate05, ("well", "0.5"): Well05, ("image", "0.5"): Image05}
 
 
 def validate(kind: str, version: str, attrs: dict) -> None:
@@ -120,7 +117,7 @@ def validate(kind: str, version: str, attrs: dict) -> None:
     Parameters
     ----------
     kind : str
-        ``plate``, ``well``, ``image`` or ``image-label``.
+        ``plate``, ``well`` or ``image``.
     version : str
         ``"0.4"`` or ``"0.5"``.
     attrs : dict
@@ -132,4 +129,4 @@ def validate(kind: str, version: str, attrs: dict) -> None:
     pydantic.ValidationError
         What the model refuses (:func:`reason` makes it one line).
     """
-    _models()[kind, version].model_validate(_tolerant(attrs) if kind in ("image", "image-label") else attrs)
+    _models()[kind, version].model_validate(_tolerant(attrs) if kind == "image" else attrs)

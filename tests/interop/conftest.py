@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import zarr
+import cli_run
 from realplate import VAL_NPZ, plate_layout, real_fields
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,9 +27,9 @@ def iohub(*args: str, stderr: bool = False) -> str | tuple[str, str]:
     return (proc.stdout, proc.stderr) if stderr else proc.stdout
 
 
-def hts(*args, timeout: int = 600) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "hts", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout)
+def hts(*args) -> subprocess.CompletedProcess:
+    """``hts ARGS`` as a user runs it (:func:`cli_run.hts`), which must succeed."""
+    proc = cli_run.hts(*args, timeout=600)
     if proc.returncode != 0:
         raise AssertionError(f"hts {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc

@@ -87,7 +87,7 @@ def test_select_plane_is_lazy_on_dask_and_matches_read_plane(tmp_path):
     data = np.random.default_rng(2).integers(0, 100, (2, 3, 4, 10, 12)).astype(np.uint16)
     group = zarr.open_group(str(tmp_path / "g.zarr"), mode="w")
     group.create_array("0", shape=data.shape, dtype=data.dtype, chunks=(1, 1, 1, 10, 12))[...] = data
-    info = ImageInfo(("t", "c", "z", "y", "x"), ("0",), (data.shape,), ((1.0, 1.0),), (10, 12), ())
+    info = ImageInfo(("t", "c", "z", "y", "x"), ("0",), (data.shape,), ((1.0,) * 5,), (10, 12), ())
     assert np.array_equal(read_plane(group, info, 1), data[0, 1].max(axis=0))
     assert np.array_equal(read_plane(group, info, 2, z=3, region=(slice(2, 5), slice(None))), data[0, 2, 3, 2:5])
     lazy = select_plane(da.from_zarr(group["0"]), info, 1)
