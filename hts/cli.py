@@ -143,8 +143,10 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``hts demo``: run the synthetic plate; returns 0 when every field was segmented, else 1."""
-    from hts.synthetic.demo import run_demo
+    from hts.synthetic.demo import run_demo, run_screen_demo
 
+    if args.screen:
+        return run_screen_demo(args.out, workers=args.workers)
     return run_demo(args.out, workers=args.workers)
 
 
@@ -184,7 +186,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     """``hts report``: write the HTML report of a run and print its path; returns 0."""
     from hts.analysis.report import write_report
 
-    print(write_report(args.path, args.out))
+    print(write_report(args.path, args.out, args.platemap, args.readout))
     return 0
 
 

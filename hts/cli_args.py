@@ -203,6 +203,28 @@ def _eval_diameter(text: str) -> float | str | None:
         raise argparse.ArgumentTypeError(f"expected 'gt', 'auto' or a number of px > 0, got {text!r}") from None
 
 
+PLATEMAP_HELP = ("CSV with a 'well' column (A01, A1 or A/1) and any others (e.g. treatment, dose, role); "
+                 "role negative|positive|sample marks the controls; its columns join every table as "
+                 "Metadata_<column> and the screen statistics go to screen.json")
+READOUT_HELP = ("a nucleus feature (a nuclei.parquet column, e.g. Nuclei_Intensity_MeanIntensity_GFP) whose "
+                "per-well median is scored like the count (Z', SSMD, B-score, dose-response); repeatable or "
+                "comma-separated")
+
+
+def _channels(text: str) -> tuple[str | int, ...]:
+    names = tuple(_channel(t.strip()) for t in text.split(",") if t.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected channel names or indices separated by commas, got {text!r}")
+    return names
+
+
+def _readouts(text: str) -> list[str]:
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected feature names separated by commas, got {text!r}")
+    return names
+
+
 def _channel(text: str) -> str | int:
     """``--channel``: an index when all digits, else a name."""
     return int(text) if text.isdigit() else text
@@ -364,6 +386,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("hts-demo"),
                    help="work folder (default %(default)s); a rerun segments the plate again")
     p.add_argument("--workers", type=int, help=f"local {WORKERS_HELP}")
+    p.add_argument("--screen", action="store_true", help="a 4x6-well synthetic screen with a platemap instead "
+                   "(controls, a dose-response, a G2/M arrest): prints Z', EC50 and G2/M beside the truth")
     return p
 
 
@@ -394,6 +418,16 @@ def _add_run(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--tta", type=int, choices=TTA, default=Default(RUN, "tta"), metavar="{1,4,8}",
                    help=f"{TTA_HELP}; a rerun must give that of the fields done earlier (default %(default)s)")
     p.add_argument("--model", help="checkpoint (default: the shipped model)")
+    ms = p.add_argument_group("measurements and screening (tables in <name>.hts/: nuclei.parquet, image.parquet, "
+                              "screen.json)")
+    ms.add_argument("--measure", type=_channels, metavar="CH,CH",
+                    help="channels measured in every nucleus and its cytoplasm ring, by name or index "
+                    "(default: every channel); a rerun must give those of the fields done earlier")
+    ms.add_argument("--ring", type=int, default=Default(RUN, "ring"), metavar="PX",
+                    help="cytoplasm ring: each nucleus grown by PX px without touching its neighbours, minus "
+                    "the nucleus (0: no Cytoplasm_ features) (default %(default)s)")
+    ms.add_argument("--platemap", type=_path_str, metavar="MAP.csv", help=PLATEMAP_HELP)
+    ms.add_argument("--readout", type=_readouts, action="extend", metavar="FEATURE", help=READOUT_HELP)
     p.add_argument("--device", help="torch device of the workers (default: cuda if the worker has a GPU, else cpu; "
                    "where a worker sees several GPUs, worker i takes cuda:i)")
     p.add_argument("--block", type=int, default=Default(RUN, "block"),
@@ -452,4 +486,7 @@ def _add_report(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                        "the run's metadata; print its path.")
     p.add_argument("path", type=Path, help="the output Zarr of `hts run` (or its .hts results folder)")
     p.add_argument("--out", type=Path, help="report folder (default: <name>.hts/report)")
+    p.add_argument("--platemap", type=_path_str, metavar="MAP.csv", help=PLATEMAP_HELP + " (default: the run's)")
+    p.add_argument("--readout", type=_readouts, action="extend", metavar="FEATURE",
+                   help=READOUT_HELP + " (default: the run's)")
     return p

@@ -43,10 +43,54 @@ def measure_nuclei(labels: np.ndarray, image: np.ndarray) -> pd.DataFrame:
     """
     if labels.shape != image.shape:
         raise ValueError(f"labels {labels.shape} and image {image.shape} differ in shape")
+    m = label_moments(labels)
+    if m["label"].size == 0:
+        return pd.DataFrame({c: np.empty(0, t) for c, t in zip(NUCLEUS_COLUMNS, _DTYPES)})
+    pix, k, n_bins = m["pixels"], m["bins"], m["n_bins"]
+    inten = np.asarray(image, np.float32).ravel()[pix].astype(np.float64)
+    peak = np.full(n_bins, -np.inf)
+    np.maximum.at(peak, k, inten)
+    present = m["present"]
+    mean = np.bincount(k, weights=inten, minlength=n_bins)[present] / m["area"]
+    l1, l2 = m["inertia"]
+    ecc = np.sqrt(1 - np.divide(l2, l1, out=np.ones_like(l1), where=l1 > 0))  # a 1-px nucleus (l1 = 0): 0
+    return pd.DataFrame({
+        "label": m["label"].astype(np.uint32), "centroid_y": m["centroid"][0], "centroid_x": m["centroid"][1],
+        "area": m["area"].astype(np.int64), "mean_intensity": mean, "max_intensity": peak[present],
+        "eccentricity": ecc,
+    })[NUCLEUS_COLUMNS]
+
+
+def label_moments(labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Area, centroid and inertia eigenvalues of every label, by one ``bincount`` per moment.
+
+    The same values as :func:`skimage.measure.regionprops` (``area``,
+    ``centroid``, ``inertia_tensor_eigvals``) without its Python loop over
+    labels; the eccentricity is ``sqrt(1 - l2 / l1)`` and the axis lengths
+    ``4 sqrt(l1)``, ``4 sqrt(l2)``, as skimage defines them.
+
+    Parameters
+    ----------
+    labels : (H, W) int ndarray
+        Instance labels, 0 = background; ids need not be sequential or dense.
+
+    Returns
+    -------
+    dict
+        ``label`` (N,) the ids present, ascending; ``area`` (N,) px^2 as
+        float64; ``centroid`` (2, N) row and column, px; ``inertia`` (2, N)
+        the larger and smaller eigenvalue of the coordinates' covariance
+        (px^2); and, to measure more per-pixel quantities with the same
+        index, ``pixels`` (the flat indices of the labelled pixels),
+        ``bins`` (each one's bin), ``n_bins`` and ``present`` (the bins of
+        the N labels).
+    """
     flat = np.asarray(labels).ravel()
     pix = np.flatnonzero(flat)
     if pix.size == 0:
-        return pd.DataFrame({c: np.empty(0, t) for c, t in zip(NUCLEUS_COLUMNS, _DTYPES)})
+        empty = np.empty(0)
+        return {"label": empty.astype(np.int64), "area": empty, "centroid": np.empty((2, 0)),
+                "inertia": np.empty((2, 0)), "pixels": pix, "bins": pix, "n_bins": 0, "present": pix}
     ids = flat[pix].astype(np.int64)
     if ids.max() > 4 * pix.size + 1024:  # sparse ids (a slide block's global labels): compact them first
         values, k = np.unique(ids, return_inverse=True)
@@ -54,27 +98,20 @@ def measure_nuclei(labels: np.ndarray, image: np.ndarray) -> pd.DataFrame:
         values, k = None, ids
     area_all = np.bincount(k)
     present = np.flatnonzero(area_all)
-    area = area_all[present].astype(np.float64)
     y, x = np.divmod(pix, labels.shape[1])
     y, x = y.astype(np.float64), x.astype(np.float64)
 
-    def mean_of(w: np.ndarray) -> np.ndarray:  # per-nucleus mean of a per-pixel quantity, for every bin
+    def mean_of(w: np.ndarray) -> np.ndarray:  # per-label mean of a per-pixel quantity, for every bin
         return np.bincount(k, weights=w, minlength=area_all.size) / np.maximum(area_all, 1)
 
     cy, cx = mean_of(y), mean_of(x)
     dy, dx = y - cy[k], x - cx[k]
     myy, mxx, mxy = (mean_of(v)[present] for v in (dy * dy, dx * dx, dy * dx))
     half_sum, root = (myy + mxx) / 2, np.sqrt(((myy - mxx) / 2) ** 2 + mxy**2)
-    l1, l2 = half_sum + root, np.maximum(half_sum - root, 0)
-    ecc = np.sqrt(1 - np.divide(l2, l1, out=np.ones_like(l1), where=l1 > 0))  # a 1-px nucleus (l1 = 0): 0
-    inten = np.asarray(image, np.float32).ravel()[pix].astype(np.float64)
-    peak = np.full(area_all.size, -np.inf)
-    np.maximum.at(peak, k, inten)
-    return pd.DataFrame({
-        "label": (values[present] if values is not None else present).astype(np.uint32),
-        "centroid_y": cy[present], "centroid_x": cx[present], "area": area.astype(np.int64),
-        "mean_intensity": mean_of(inten)[present], "max_intensity": peak[present], "eccentricity": ecc,
-    })[NUCLEUS_COLUMNS]
+    return {"label": values[present] if values is not None else present, "area": area_all[present].astype(np.float64),
+            "centroid": np.stack([cy[present], cx[present]]),
+            "inertia": np.stack([half_sum + root, np.maximum(half_sum - root, 0)]),
+            "pixels": pix, "bins": k, "n_bins": area_all.size, "present": present}
 
 
 def field_quality(plane: np.ndarray) -> dict[str, float]:
@@ -136,3 +173,45 @@ def well_table(fields: pd.DataFrame) -> pd.DataFrame:
     out["mean_area"] = out["_area"] / n
     out["mean_intensity"] = out["_int"] / n
     return out[WELL_COLUMNS]
+
+
+def image_table(fields: pd.DataFrame, plate: str) -> pd.DataFrame:
+    """The CellProfiler-style per-image table: one row per field with its count and QC flags.
+
+    Parameters
+    ----------
+    fields : pandas.DataFrame
+        The per-field table of a run (columns ``well``, ``row``, ``column``,
+        ``field``, ``n_nuclei`` and the QC measures ``saturated_fraction``,
+        ``focus``, ``mean_plane_intensity``).
+    plate : str
+        ``Metadata_Plate``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``Metadata_Plate``, ``Metadata_Well`` (``B03``; "" for a single
+        image), ``Metadata_Site``, ``Image_Count_Nuclei``, the QC measures as
+        ``Metadata_QC_SaturatedFraction``, ``Metadata_QC_Focus``,
+        ``Metadata_QC_MeanIntensity`` and the flags of
+        :func:`hts.analysis.qc.flag_fields` as booleans
+        ``Metadata_QC_Empty``, ``Metadata_QC_Saturated``, ``Metadata_QC_OutOfFocus``.
+    """
+    from hts.analysis.platemap import well_id
+    from hts.analysis.qc import flag_fields
+
+    flagged = flag_fields(fields) if len(fields) else fields.assign(flags=pd.Series(dtype=str))
+    flags = flagged["flags"].fillna("").str.split(";")
+    site = fields["field"].astype(str)
+    return pd.DataFrame({
+        "Metadata_Plate": plate,
+        "Metadata_Well": [well_id(r, c) if w else "" for w, r, c in zip(fields["well"], fields["row"], fields["column"])],
+        "Metadata_Site": [int(s) if s.isdigit() else s for s in site],
+        "Image_Count_Nuclei": pd.to_numeric(fields["n_nuclei"]).astype(np.int64),
+        "Metadata_QC_SaturatedFraction": pd.to_numeric(fields["saturated_fraction"], errors="coerce"),
+        "Metadata_QC_Focus": pd.to_numeric(fields["focus"], errors="coerce"),
+        "Metadata_QC_MeanIntensity": pd.to_numeric(fields["mean_plane_intensity"], errors="coerce"),
+        "Metadata_QC_Empty": [("empty" in f) for f in flags],
+        "Metadata_QC_Saturated": [("saturated" in f) for f in flags],
+        "Metadata_QC_OutOfFocus": [("out_of_focus" in f) for f in flags],
+    }, index=fields.index)

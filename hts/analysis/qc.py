@@ -48,7 +48,7 @@ MAD_SCALE = 1.4826  # MAD -> standard deviation for normal data
 MEAN_AD_SCALE = 1.2533  # mean absolute deviation -> standard deviation (fallback when MAD is 0)
 
 
-def robust_z(values: pd.Series) -> pd.Series:
+def robust_z(values: pd.Series, reference: pd.Series | None = None) -> pd.Series:
     """``(x - median) / (1.4826 x MAD)``, ignoring NaN.
 
     When the MAD is 0 (more than half the values equal) the mean absolute
@@ -60,17 +60,21 @@ def robust_z(values: pd.Series) -> pd.Series:
     ----------
     values : pandas.Series
         Numbers (non-numeric entries count as NaN).
+    reference : pandas.Series, optional
+        The values that set median and scale (e.g. a plate's sample wells);
+        default ``values`` themselves.
 
     Returns
     -------
     pandas.Series of float
-        Same index.
+        Same index as ``values``.
     """
     x = pd.to_numeric(values, errors="coerce").astype(float)
-    med = x.median()
+    ref = x if reference is None else pd.to_numeric(reference, errors="coerce").astype(float)
+    med = ref.median()
     if np.isnan(med):
         return pd.Series(np.nan, index=x.index)
-    dev = (x - med).abs()
+    dev = (ref - med).abs()
     scale = MAD_SCALE * dev.median()
     if not scale > 0:
         scale = MEAN_AD_SCALE * dev.mean()

@@ -9,7 +9,11 @@ NGFF):
   one (absent, empty, unreadable) is not done, whatever else exists;
 - ``nuclei/<key>.parquet``: one row per nucleus of the field;
 - ``fields.csv|parquet``, ``wells.csv|parquet``, ``nuclei.parquet``: the
-  tables, rebuilt from the markers at the end of each run;
+  tables, rebuilt from the markers at the end of each run; ``nuclei.parquet``
+  also holds the CellProfiler-named columns (``Metadata_*``, ``Nuclei_*``,
+  ``Cytoplasm_*``) and ``image.parquet`` is the per-image table that
+  pycytominer reads; with a platemap its columns join every table as
+  ``Metadata_<column>``;
 - ``run.json``: parameters, model checksum, versions, wall time, failures;
 - ``settings.json``: what the done fields were segmented with (model
   checksum, channel, z, diameter, size rule), so that a resumed run adds
@@ -29,7 +33,8 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from hts.analysis.count import well_table
+from hts.analysis.count import image_table, well_table
+from hts.analysis.platemap import join_platemap, metadata_columns
 from hts.errors import HtsError
 from hts.io.atomic import atomic_write
 from hts.io.ngff import FieldRef
@@ -144,7 +149,8 @@ class Results:
 
     def invalidate(self) -> None:
         """Remove the run-level tables and record: they come back only when a run ends."""
-        for name in ("wells.csv", "wells.parquet", "fields.csv", "fields.parquet", "nuclei.parquet", "run.json"):
+        for name in ("wells.csv", "wells.parquet", "fields.csv", "fields.parquet", "nuclei.parquet", "image.parquet",
+                     "screen.json", "run.json"):
             (self.path / name).unlink(missing_ok=True)
 
     def done_fields(self) -> pd.DataFrame:
@@ -161,13 +167,19 @@ class Results:
             return pd.DataFrame(columns=["key", *FIELD_COLUMNS])
         return pd.DataFrame(rows).reindex(columns=["key", *FIELD_COLUMNS])
 
-    def write_tables(self, order: list[FieldRef]) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Rebuild fields/wells/nuclei tables (CSV and Parquet, each written atomically) from the done fields of ``order``.
+    def write_tables(self, order: list[FieldRef], plate: str = "",
+                     platemap: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Rebuild fields/wells/nuclei/image tables (each written atomically) from the done fields of ``order``.
 
         Parameters
         ----------
         order : list of FieldRef
             The fields of the run in table order; fields not done are left out.
+        plate : str
+            ``Metadata_Plate`` of the image table.
+        platemap : pandas.DataFrame, optional
+            A :func:`hts.analysis.platemap.read_platemap` table: its columns
+            join every table as ``Metadata_<column>``.
 
         Returns
         -------
@@ -184,30 +196,40 @@ class Results:
         keys = list(fields["key"])
         fields = fields[FIELD_COLUMNS]
         wells = well_table(fields) if (fields["well"] != "").any() else well_table(fields.iloc[:0])
+        image = join_platemap(image_table(fields, plate), platemap, "Metadata_Well")
+        fields, wells = join_platemap(fields, platemap), join_platemap(wells, platemap)
         for name, df in (("fields", fields), ("wells", wells)):
             atomic_write(self.path / f"{name}.csv", df.to_csv(index=False).encode())
             atomic_write(self.path / f"{name}.parquet", lambda f, df=df: df.to_parquet(f, index=False))
+        atomic_write(self.path / "image.parquet", lambda f: image.to_parquet(f, index=False))
         if keys:
-            self._write_nuclei(keys)
+            self._write_nuclei(keys, platemap)
         return fields, wells
 
-    def _write_nuclei(self, keys: list[str]) -> None:
+    def _write_nuclei(self, keys: list[str], platemap: pd.DataFrame | None = None) -> None:
         """``nuclei.parquet``: the fields' nucleus tables in ``keys`` order, one row group per field.
 
         Streamed field by field, so memory holds one field's table, not the
-        plate's (a plate can have tens of millions of nuclei).
+        plate's (a plate can have tens of millions of nuclei); the platemap's
+        columns are joined to each field's rows.
         """
+        import pyarrow as pa
+
+        files = [self.path / "nuclei" / f"{k}.parquet" for k in keys]
+        # one schema for all fields (an empty field's columns have no type of their own), then the
+        # platemap's columns typed from the whole map, not from a field whose well it lacks (all NaN)
+        schema = pa.unify_schemas([pq.read_schema(p) for p in files], promote_options="permissive")
+        if platemap is not None:
+            for f in pa.Schema.from_pandas(metadata_columns(platemap), preserve_index=False):
+                schema = schema.append(f)
+
         def write(f) -> None:
-            writer = None
-            try:
-                for k in keys:
-                    part = pq.read_table(self.path / "nuclei" / f"{k}.parquet")
-                    if writer is None:
-                        writer = pq.ParquetWriter(f, part.schema)
-                    writer.write_table(part.cast(writer.schema))
-            finally:
-                if writer is not None:
-                    writer.close()
+            with pq.ParquetWriter(f, schema) as writer:
+                for p in files:
+                    part = pq.read_table(p)
+                    if platemap is not None:
+                        part = pa.Table.from_pandas(join_platemap(part.to_pandas(), platemap), preserve_index=False)
+                    writer.write_table(part.select(schema.names).cast(schema))
 
         atomic_write(self.path / "nuclei.parquet", write)
 

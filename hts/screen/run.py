@@ -26,6 +26,9 @@ from pathlib import Path
 import zarr
 from tqdm import tqdm
 
+from hts.analysis.measure import RING_PX
+from hts.analysis.platemap import coverage_warnings, read_platemap, well_id
+from hts.analysis.screen import nucleus_feature, write_screen
 from hts.engine.blocks import BLOCK
 from hts.engine.pipeline import check_min_size
 from hts.engine.scale import check_diameter
@@ -37,7 +40,7 @@ from hts.io.results import Results, results_dir
 from hts.model import InstanceUNet
 from hts.screen.cluster import ClusterOptions, connect, inference_resources, windowed
 from hts.screen.quiet import QuietTaskFailures
-from hts.screen.tasks import Job, infer_field, watershed_field, write_field
+from hts.screen.tasks import Job, infer_field, measured_channels, watershed_field, write_field
 
 WINDOW_PER_THREAD = 2  # fields in flight per worker thread
 
@@ -61,6 +64,10 @@ class RunOptions:
     block: int = BLOCK  # px; single images larger than this go block by block (whole-slide images)
     min_size: int | None = None  # px; objects under it merge or go; None: by the diameter
     tta: int = 1  # test-time augmentation: 1 none, 4 flips, 8 flips and rotations (hts.engine.tta)
+    measure: tuple[str | int, ...] | None = None  # channels measured per nucleus; None: every channel
+    ring: int = RING_PX  # px: cytoplasm ring width (0: no Cytoplasm_ features)
+    platemap: str | None = None  # CSV with a well column: joined to every table, controls for screen.json
+    readout: tuple[str, ...] = ()  # nucleus features whose per-well median screen.json scores
     cluster: ClusterOptions = field(default_factory=ClusterOptions)
 
 
@@ -84,6 +91,12 @@ class RunSummary:
         return not self.failed and self.done == self.fields
 
 
+def plate_name(source: Source) -> str:
+    """``Metadata_Plate``: the plate metadata's ``name``, else the Zarr's name without ``.zarr``."""
+    name = (source.plate or {}).get("name")
+    return str(name) if isinstance(name, str) and name.strip() else source.path.resolve().name.removesuffix(".zarr")
+
+
 def _versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for pkg in ("hts", "torch", "dask", "distributed", "zarr", "ome-zarr", "numpy", "scikit-image"):
@@ -105,10 +118,10 @@ def _model_record(model: str | None) -> tuple[dict, InstanceUNet]:
     return {"path": str(path), "sha256": sha256sum(path), "config": asdict(net.config)}, net
 
 
-def _check_first_field(job: Job, opts: RunOptions) -> tuple[tuple[int, int], int]:
+def _check_first_field(job: Job, opts: RunOptions) -> tuple[tuple[int, int], int, tuple[tuple[int, str], ...]]:
     """Metadata shared by all fields (e.g. an unknown channel or z plane) fails the run at once.
 
-    Returns the (y, x) shape and the channel index.
+    Returns the (y, x) shape, the channel index and the measured channels (index, name).
     """
     from hts.io.ngff_image import level_shapes, resolve_channel
 
@@ -123,7 +136,7 @@ def _check_first_field(job: Job, opts: RunOptions) -> tuple[tuple[int, int], int
             raise HtsError(f"--z {opts.z}: out of range, the images have {planes} z plane(s) (0 to {planes - 1})")
     if opts.diameter is not None:
         check_diameter(opts.diameter, shape, "--diameter")
-    return shape, channel
+    return shape, channel, measured_channels(info, opts.measure, job.image_path)
 
 
 def _check_options(opts: RunOptions) -> None:
@@ -134,6 +147,8 @@ def _check_options(opts: RunOptions) -> None:
         raise HtsError(f"--block must be >= 256 px, got {opts.block}")
     check_min_size(opts.min_size, "--min-size")
     check_tta(opts.tta, "--tta")
+    if isinstance(opts.ring, bool) or not isinstance(opts.ring, int) or not 0 <= opts.ring <= 100:
+        raise HtsError(f"--ring must be a whole number of px from 0 to 100, got {opts.ring!r}")
     if opts.diameter is not None:
         check_diameter(opts.diameter, None, "--diameter")
     if opts.z is not None and (isinstance(opts.z, bool) or not isinstance(opts.z, int) or opts.z < 0):
@@ -181,8 +196,9 @@ def _same_settings(results: Results, earlier: dict, settings: dict, diameter: fl
         return f"sha256 {value[:12]}..." if key == "model_sha256" else f"index {value}" if key == "channel" \
             else f"{value:.1f} px" if key == "diameter" else str(value)
 
-    option = {"model_sha256": "--model", "channel": "--channel", "z": "--z", "min_size": "--min-size", "tta": "--tta"}
-    earlier = {"tta": 1} | earlier  # fields done before --tta existed had none
+    option = {"model_sha256": "--model", "channel": "--channel", "z": "--z", "min_size": "--min-size", "tta": "--tta",
+              "measure": "--measure", "ring": "--ring"}
+    earlier = {"tta": 1} | earlier  # fields done before --tta existed had none (nor --measure: they differ)
     for key, name in option.items():
         if earlier.get(key) != settings[key]:
             raise HtsError(f"{results.path}: {n_done} fields were segmented with {name} "
@@ -195,6 +211,20 @@ def _same_settings(results: Results, earlier: dict, settings: dict, diameter: fl
                        f"{show('diameter', earlier['diameter'])}, this run asks {show('diameter', diameter)}; "
                        "rerun with the same options, or add --overwrite to segment every field again")
     return earlier["diameter"]  # the recorded value, also when --diameter gives it rounded
+
+
+def _platemap(results: Results, platemap, log):
+    """The run's platemap: ``--platemap`` (kept as ``platemap.csv`` in the results), else the one kept by an earlier run."""
+    from hts.io.atomic import atomic_write
+
+    kept = results.path / "platemap.csv"
+    if platemap is not None:
+        atomic_write(kept, platemap.to_csv(index=False).encode())
+        return platemap
+    if kept.is_file():
+        log(f"platemap: {kept} (kept from an earlier run; --platemap replaces it)")
+        return read_platemap(kept)
+    return None
 
 
 def _write_attrs(out: zarr.Group, source: Source, fields, wells, complete: bool) -> None:
@@ -249,7 +279,9 @@ def run(path: str | os.PathLike, opts: RunOptions = RunOptions(), progress: bool
             "channel": opts.channel, "z": opts.z, "model": opts.model, "device": opts.device,
             "batch_size": opts.batch_size, "min_size": opts.min_size, "tta": opts.tta,
             "threads": 1}  # torch threads: set from the workers' threads once connected
-    shape, channel = _check_first_field(Job(source.fields[0], diameter=None, **base), opts)
+    shape, channel, measured = _check_first_field(Job(source.fields[0], diameter=None, **base), opts)
+    platemap = read_platemap(opts.platemap) if opts.platemap else None
+    base |= {"measure": measured, "ring": opts.ring, "plate": plate_name(source)}
     closing: threading.Thread | None = None
     results = Results(results_dir(out_path))
     results.lock()
@@ -270,7 +302,9 @@ def run(path: str | os.PathLike, opts: RunOptions = RunOptions(), progress: bool
         for key, reason in summary.failed.items():
             log(f"skipped {key}: {reason}")
         settings = {"model_sha256": model["sha256"], "channel": channel, "z": opts.z, "min_size": opts.min_size,
-                    "tta": opts.tta}
+                    "tta": opts.tta, "measure": [name for _, name in measured], "ring": opts.ring,
+                    "dna_feature": nucleus_feature(measured, channel)}
+        platemap = _platemap(results, platemap, log)
         diameter, earlier = opts.diameter, results.settings() if summary.skipped_done else None
         size = None  # the plate's diameter estimate, when made
         if earlier is not None:
@@ -290,7 +324,10 @@ def run(path: str | os.PathLike, opts: RunOptions = RunOptions(), progress: bool
             results.invalidate()
             out.attrs["hts"] = {"complete": False}
             closing = _compute(jobs, opts, summary, progress, log)
-        _finish(results, out, source, summary)
+        _finish(results, out, source, summary, base["plate"], platemap, log)
+        if platemap is not None:
+            _write_or_fail(results.path, "screen.json", lambda: write_screen(
+                results.path, platemap, opts.readout, settings["dna_feature"], log))
         summary.wall_s = time.perf_counter() - t0
         _write_or_fail(results.path, "the run record", lambda: results.write_record({
             "input": str(source.path), "output": out_path, "kind": source.kind, "ngff": source.version,
@@ -304,9 +341,14 @@ def run(path: str | os.PathLike, opts: RunOptions = RunOptions(), progress: bool
     return summary
 
 
-def _finish(results: Results, out: zarr.Group, source: Source, summary: RunSummary) -> None:
+def _finish(results: Results, out: zarr.Group, source: Source, summary: RunSummary, plate: str, platemap,
+            log) -> None:
     """Tables from the done markers, counts into the Zarr attributes; a full disk is a :class:`RunError`."""
-    fields, wells = _write_or_fail(results.path, "the count tables", lambda: results.write_tables(source.fields))
+    if platemap is not None:
+        for line in coverage_warnings(platemap, sorted({well_id(f.row, f.column) for f in source.fields if f.well})):
+            log(f"warning: {line}")
+    fields, wells = _write_or_fail(results.path, "the count tables",
+                                   lambda: results.write_tables(source.fields, plate, platemap))
     summary.done = len(fields)
     summary.n_nuclei = int(fields["n_nuclei"].sum()) if len(fields) else 0
     _write_or_fail(Path(summary.out), "the counts into the Zarr attributes",

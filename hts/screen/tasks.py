@@ -18,13 +18,17 @@ import numpy as np
 import torch
 import zarr
 
+import pandas as pd
+
 from hts.analysis.count import field_quality, measure_nuclei
+from hts.analysis.measure import RING_PX, channel_names, measure_objects, with_metadata
+from hts.analysis.platemap import well_id
 from hts.engine.infer import Prediction
 from hts.engine.pipeline import infer_image, resolve_model, watershed_prediction
 from hts.engine.preprocess import check_image
 from hts.errors import HtsError
 from hts.io.ngff import FieldRef
-from hts.io.ngff_image import image_info, read_plane, resolve_channel
+from hts.io.ngff_image import ImageInfo, image_info, read_plane, resolve_channel
 from hts.io.ngff_pyramid import write_pyramid
 from hts.io.ngff_write import write_labels
 from hts.io.results import Results
@@ -51,6 +55,9 @@ class Job:
     threads: int  # torch threads per task
     min_size: int | None = None  # px; None: by the diameter (``hts.engine.watershed.size_params``)
     tta: int = 1  # test-time augmentation (``hts.engine.tta``): 1 none, 4 flips, 8 flips and rotations
+    measure: tuple[tuple[int, str], ...] = ()  # (channel index, column-safe name) measured per nucleus
+    ring: int = RING_PX  # cytoplasm ring width, px (0: none)
+    plate: str = ""  # Metadata_Plate of the tables
 
     @property
     def image_path(self) -> str:
@@ -127,6 +134,92 @@ def read_field(job: Job, region: tuple[slice, slice] | None = None, check: bool 
     info = image_info(group, where)
     plane = read_plane(group, info, resolve_channel(info, job.channel, where), job.z, region)
     return check_image(plane, name=where) if check else plane
+
+
+def measured_channels(info: ImageInfo, measure: tuple[str | int, ...] | None, where: str) -> tuple[tuple[int, str], ...]:
+    """The channels measured per nucleus (``--measure``): their indices and column-safe names.
+
+    Parameters
+    ----------
+    info : ImageInfo
+        The first field's metadata (every field of a plate has the same channels).
+    measure : tuple of str or int, or None
+        Channel names (omero labels) or indices; None: every channel.
+    where : str
+        The image, for messages.
+
+    Returns
+    -------
+    tuple of (int, str)
+        ``(index, name)`` in the order asked (channel order for None); names
+        from :func:`hts.analysis.measure.channel_names`.
+
+    Raises
+    ------
+    HtsError
+        An unknown channel name or index (naming ``--measure`` and the channels there are).
+    """
+    n = info.axis_size("c") if "c" in info.axes else 1
+    names = channel_names([info.channels[i] if i < len(info.channels) else "" for i in range(n)])
+    if measure is None:
+        return tuple(enumerate(names))
+    out = []
+    for m in measure:
+        try:
+            index = resolve_channel(info, m, where)
+        except HtsError as e:
+            raise HtsError(f"--measure {m}: {str(e).split(': ', 1)[-1]}") from None
+        if index not in [i for i, _ in out]:
+            out.append((index, names[index]))
+    return tuple(out)
+
+
+def field_planes(job: Job, nucleus_plane: np.ndarray) -> dict[str, np.ndarray]:
+    """The measured channels' planes of a field, each read once (the nucleus channel's is the one segmented).
+
+    Parameters
+    ----------
+    job : Job
+        The field and its :attr:`Job.measure` channels.
+    nucleus_plane : (H, W) ndarray
+        The nucleus channel's plane, already read for inference.
+
+    Returns
+    -------
+    dict of str to (H, W) ndarray
+        Column-safe channel name -> plane (t = 0, plane ``job.z`` or the maximum over z).
+    """
+    if not job.measure:
+        return {}
+    group = zarr.open_group(job.image_path, mode="r")
+    info = image_info(group, job.image_path)
+    nucleus = resolve_channel(info, job.channel, job.image_path)
+    return {name: nucleus_plane if index == nucleus else read_plane(group, info, index, job.z)
+            for index, name in job.measure}
+
+
+def profile_table(job: Job, labels: np.ndarray, plane: np.ndarray) -> pd.DataFrame:
+    """The CellProfiler-named per-nucleus table of a field (:func:`hts.analysis.measure.measure_objects`).
+
+    Parameters
+    ----------
+    job : Job
+        The field (plate name, well, site, channels, ring).
+    labels : (H, W) uint32 ndarray
+        Its nucleus labels.
+    plane : (H, W) ndarray
+        Its nucleus plane.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``Metadata_Plate``, ``Metadata_Well`` (``B03``), ``Metadata_Site``,
+        ``Metadata_ObjectNumber`` and the features, one row per nucleus in label order.
+    """
+    ref = job.ref
+    well = well_id(ref.row, ref.column) if ref.well else ""
+    site = int(ref.field) if ref.field and ref.field.isdigit() else (ref.field or 0)
+    return with_metadata(measure_objects(labels, field_planes(job, plane), job.ring), job.plate, well, site)
 
 
 def worker_device(device: str | None) -> str | None:
@@ -252,6 +345,7 @@ def write_field(job: Job, segmented: tuple[np.ndarray, Inferred]) -> dict:
     info = job.image_info()
     properties = {"n_nuclei": int(labels.max(initial=0))}
     table = measure_nuclei(labels, inferred.plane)
+    table = pd.concat([table, profile_table(job, labels, inferred.plane)], axis=1)
     objects = {"label": table["label"].to_numpy(), "area": table["area"].to_numpy()}
     root = open_group_at(job.out)
     channel = resolve_channel(info, job.channel, job.image_path) if job.copy_image else None

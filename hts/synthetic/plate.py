@@ -99,6 +99,22 @@ def well_name(row: int, column: int) -> tuple[str, str]:
     return chr(ord("A") + row), str(column + 1)
 
 
+def _plate_root(path: str | os.PathLike, rows: int, columns: int, fields: int, fmt,
+                name: str) -> tuple[zarr.Group, list[str]]:
+    """Create the plate Zarr at ``path`` (overwritten) with its plate and well metadata, no images yet.
+
+    Returns the root group and the well paths (``"B/3"``), row by row.
+    """
+    root = zarr.open_group(str(path), mode="w", zarr_format=fmt.zarr_format)
+    row_names = [well_name(r, 0)[0] for r in range(rows)]
+    col_names = [well_name(0, c)[1] for c in range(columns)]
+    wells = [f"{r}/{c}" for r in row_names for c in col_names]
+    write_plate_metadata(root, row_names, col_names, wells, fmt=fmt, field_count=fields, name=name)
+    for well in wells:
+        write_well_metadata(root.require_group(well), [str(f) for f in range(fields)], fmt=fmt)
+    return root, wells
+
+
 def write_plate(path: str | os.PathLike, spec: PlateSpec = PlateSpec()) -> dict[str, list[int]]:
     """Write a synthetic OME-Zarr plate with ground-truth labels beside every field.
 
@@ -115,15 +131,10 @@ def write_plate(path: str | os.PathLike, spec: PlateSpec = PlateSpec()) -> dict[
         True nucleus count of every field, by well path (``"B/3"``).
     """
     fmt = FORMATS[spec.version]()
-    root = zarr.open_group(str(path), mode="w", zarr_format=fmt.zarr_format)
-    rows = [well_name(r, 0)[0] for r in range(spec.rows)]
-    cols = [well_name(0, c)[1] for c in range(spec.columns)]
-    wells = [f"{r}/{c}" for r in rows for c in cols]
-    write_plate_metadata(root, rows, cols, wells, fmt=fmt, field_count=spec.fields, name="hts synthetic plate")
+    root, wells = _plate_root(path, spec.rows, spec.columns, spec.fields, fmt, "hts synthetic plate")
     truth: dict[str, list[int]] = {}
     for w, well in enumerate(wells):
-        wg = root.require_group(well)
-        write_well_metadata(wg, [str(f) for f in range(spec.fields)], fmt=fmt)
+        wg = root[well]
         density = spec.nuclei.density * (0.4 + 1.2 * w / max(len(wells) - 1, 1))  # 0.4x .. 1.6x across the plate
         cfg = replace(spec.nuclei, shape=(spec.size, spec.size), density=density)
         truth[well] = []

@@ -1,6 +1,10 @@
-"""Fixtures shared by the analysis tests (QC and report functions on hand-made tables)."""
+"""Fixtures shared by the analysis tests: hand-made well tables, Debian's chromium for the report pages."""
 
 from __future__ import annotations
+
+import os
+import shutil
+import subprocess
 
 import pandas as pd
 import pytest
@@ -15,3 +19,20 @@ def wells_table():
                               "mean_per_field": v} for (r, c), v in values.items()])
 
     return make
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's chromium, installed with apt-get when missing (as root); else the test is skipped."""
+    exe = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
+    if exe:
+        return exe
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.skip("Debian's chromium is not installed and cannot be (needs root and apt-get): "
+                    "apt-get install chromium")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]):
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, check=False)
+        if proc.returncode != 0:
+            pytest.skip(f"cannot install chromium: {' '.join(cmd)} failed: {proc.stderr.strip()[-300:]}")
+    return shutil.which("chromium") or "/usr/bin/chromium"

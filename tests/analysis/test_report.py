@@ -9,9 +9,7 @@ report's HTML is opened in a real headless browser (Debian's chromium).
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +22,8 @@ import zarr
 from scipy import ndimage
 
 import hts
-from hts.analysis.report import _heatmap, plate_matrix, write_report
+from hts.analysis.figures import heatmap, plate_matrix
+from hts.analysis.report import write_report
 from hts.io.ngff_image import image_info
 from hts.io.ngff_pyramid import downsample_to
 from hts.io.results import results_dir
@@ -151,23 +150,6 @@ def test_cli_report_and_errors(plate, tmp_path):
     assert bad.returncode == 2 and str(tmp_path) in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
 
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    """Debian's chromium, installed with apt-get when missing (as root); else the test is skipped."""
-    exe = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
-    if exe:
-        return exe
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip("Debian's chromium is not installed and cannot be (needs root and apt-get): "
-                    "apt-get install chromium")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]):
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, check=False)
-        if proc.returncode != 0:
-            pytest.skip(f"cannot install chromium: {' '.join(cmd)} failed: {proc.stderr.strip()[-300:]}")
-    return shutil.which("chromium") or "/usr/bin/chromium"
-
-
 @pytest.mark.slow
 def test_report_opens_in_headless_chromium_with_all_images(report, chromium, tmp_path):
     n = len(image_sources(report))
@@ -235,4 +217,4 @@ def test_heatmap_draws_a_1536_well_plate(tmp_path):
     cols = [str(i) for i in range(1, 49)]
     m = np.random.default_rng(0).random((32, 48)) * 100
     m[3, 4] = np.nan
-    assert (tmp_path / _heatmap(m, rows, cols, "nuclei", "viridis", tmp_path / "h.png")).stat().st_size > 1000
+    assert (tmp_path / heatmap(m, rows, cols, "nuclei", "viridis", tmp_path / "h.png")).stat().st_size > 1000
