@@ -32,5 +32,8 @@ install: $(BIN)/hts
 demo: install
 	$(BIN)/hts demo
 
+# two test processes: much of the suite waits (SLURM scheduling, cluster start-up, subprocesses),
+# so two overlap on two cores; tests/conftest.py keeps each module (and all SLURM tests) in one process
+TEST_JOBS ?= 2
 test: install $(IOHUB)/bin/iohub-ready
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadgroup

@@ -178,7 +178,7 @@ def cmd_counts(args: argparse.Namespace) -> int:
     """``hts counts``: print the per-well (or per-field) counts of a run as CSV; returns 0."""
     from hts.io.results import read_counts
 
-    sys.stdout.write(read_counts(args.path, fields=args.fields).to_csv(index=False))
+    sys.stdout.write(read_counts(args.path, fields=args.fields, by_time=args.by_time).to_csv(index=False))
     return 0
 
 

@@ -15,10 +15,22 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
-import math
 from collections.abc import Callable
 from pathlib import Path
 
+from hts.cli_types import (
+    PLATEMAP_HELP,
+    READOUT_HELP,
+    channel,
+    channel_list,
+    diameter_px,
+    eval_diameter,
+    name_list,
+    path_str,
+    positive,
+    readout_list,
+    z_mode,
+)
 from hts.training.losses import VARIANTS
 
 RUN, CLUSTER, SLURM, TRAIN = ("hts.screen.run:RunOptions", "hts.screen.cluster:ClusterOptions",
@@ -177,64 +189,6 @@ def run_options(args: argparse.Namespace, cluster=None):
     return options_from(args, RunOptions, cluster=cluster or cluster_options(args))
 
 
-def _positive(text: str, expected: str = "a number > 0") -> float:
-    """A finite number > 0 (``--pixel-size``, ``--diameter``); else an argparse error saying what was ``expected``."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
-    return value
-
-
-def _diameter_px(text: str) -> float | None:
-    """``--diameter`` of segment and run: a number of px > 0, or ``auto`` (None: estimated)."""
-    return None if text == "auto" else _positive(text, "a number of px > 0 or 'auto'")
-
-
-def _eval_diameter(text: str) -> float | str | None:
-    """``--diameter`` of eval: as :func:`_diameter_px`, or ``gt`` (each image's ground-truth median)."""
-    if text == "gt":
-        return text
-    try:
-        return _diameter_px(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected 'gt', 'auto' or a number of px > 0, got {text!r}") from None
-
-
-PLATEMAP_HELP = ("CSV with a 'well' column (A01, A1 or A/1) and any others (e.g. treatment, dose, role); "
-                 "role negative|positive|sample marks the controls; its columns join every table as "
-                 "Metadata_<column> and the screen statistics go to screen.json")
-READOUT_HELP = ("a nucleus feature (a nuclei.parquet column, e.g. Nuclei_Intensity_MeanIntensity_GFP) whose "
-                "per-well median is scored like the count (Z', SSMD, B-score, dose-response); repeatable or "
-                "comma-separated")
-
-
-def _channels(text: str) -> tuple[str | int, ...]:
-    names = tuple(_channel(t.strip()) for t in text.split(",") if t.strip())
-    if not names:
-        raise argparse.ArgumentTypeError(f"expected channel names or indices separated by commas, got {text!r}")
-    return names
-
-
-def _readouts(text: str) -> list[str]:
-    names = [t.strip() for t in text.split(",") if t.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError(f"expected feature names separated by commas, got {text!r}")
-    return names
-
-
-def _channel(text: str) -> str | int:
-    """``--channel``: an index when all digits, else a name."""
-    return int(text) if text.isdigit() else text
-
-
-def _path_str(text: str) -> str:
-    """A path as a string, normalised as :class:`pathlib.Path` writes it (``a//b/`` -> ``a/b``)."""
-    return str(Path(text))
-
-
 def add_commands(sub: argparse._SubParsersAction, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
     """Add the subcommands ``train``, ``eval``, ``segment``, ``import``, ``run``, ``counts``, ``report`` and ``demo``.
 
@@ -314,7 +268,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="watershed markers for --model: rpn (box centroids), distance (distance-transform peaks), "
                    "none (connected components, no watershed), or auto (default): rpn if the model has an RPN, "
                    "else distance")
-    p.add_argument("--diameter", type=_eval_diameter, default="gt",
+    p.add_argument("--diameter", type=eval_diameter, default="gt",
                    help=f"{DIAMETER_HELP}: estimated per image, or 'gt' (default): each image's ground-truth "
                    "median, as for a known magnification; used with --model")
     p.add_argument("--save-pred", type=Path, help="also write the labels predicted by --model to this .npz "
@@ -333,24 +287,19 @@ def _add_segment(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("input", type=Path, help="2D image: .tif/.tiff (also multi-channel, ImageJ or OME-TIFF), .png "
                    "(also RGB), .npy or a .zarr array")
     p.add_argument("output", type=Path, help="labels (uint32, 0 = background): .tif/.tiff, .npy or .zarr")
-    p.add_argument("--channel", type=_channel, metavar="NAME|INDEX",
+    p.add_argument("--channel", type=channel, metavar="NAME|INDEX",
                    help="nucleus channel of a multi-channel file: an index from 0, or a name (OME-TIFF channel "
                    "name, ImageJ label; R, G, B or red, green, blue for RGB), case-insensitive (default: the "
                    "only channel; grey saved as RGB is used as is). A stack with no axis information is taken "
                    "as channels when it has at most 8 planes; z or time stacks are refused")
     p.add_argument("--model", help="checkpoint (default: the shipped model)")
-    p.add_argument("--diameter", type=_diameter_px,
+    p.add_argument("--diameter", type=diameter_px,
                    help=f"{DIAMETER_HELP} (default): estimated from the image")
     p.add_argument("--batch-size", type=int, help="448x448 tiles per forward pass (default 4)")
     p.add_argument("--device", help=DEVICE_HELP)
     p.add_argument("--min-size", type=int, metavar="PX", help=MIN_SIZE_HELP)
     p.add_argument("--tta", type=int, choices=TTA, default=1, help=f"{TTA_HELP} (default %(default)s)")
     return p
-
-
-def _names(text: str) -> list[str]:
-    """``--channel-names DAPI,GFP``: names separated by commas."""
-    return [n.strip() for n in text.split(",")]
 
 
 def _add_import(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -367,9 +316,9 @@ def _add_import(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    "tiff), or a Python regex matched against each file's path relative to FOLDER, with named groups "
                    "well (or row and column), and optionally site, channel, plate, t, z; files that do not match "
                    "are ignored")
-    p.add_argument("--channel-names", type=_names, metavar="A,B,...",
+    p.add_argument("--channel-names", type=name_list, metavar="A,B,...",
                    help="channel names in channel order (default: the instrument's .HTD or TIFF tags, else w1, w2, ...)")
-    p.add_argument("--pixel-size", type=_positive, metavar="UM", help="pixel size in um (default: the instrument's, "
+    p.add_argument("--pixel-size", type=positive, metavar="UM", help="pixel size in um (default: the instrument's, "
                    "when its files say)")
     p.add_argument("--plate", help="the plate to import when the files name several (the pattern's plate group)")
     p.add_argument("--ngff", choices=("0.4", "0.5"), default="0.5",
@@ -397,10 +346,18 @@ def _add_run(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                        "image, on a Dask cluster; write NGFF labels (<image>/labels/nuclei) and count tables "
                        "(<name>.hts/ beside the output). Reruns skip finished fields.")
     p.add_argument("path", type=Path, help="OME-Zarr plate or image")
-    p.add_argument("--channel", type=_channel,
+    p.add_argument("--channel", type=channel,
                    help="nucleus channel, by name (omero label) or index (default: the only one)")
-    p.add_argument("--z", type=int, help="z plane to segment (default: maximum projection over z)")
-    p.add_argument("--out", type=_path_str, help="write results to this Zarr (created with the plate layout, the "
+    p.add_argument("--z", type=z_mode, metavar="max|all|N",
+                   help="z: max (default: maximum projection), N (that plane) or all (every plane segmented "
+                   "and linked into 3D nuclei; labels (t, z, y, x))")
+    p.add_argument("--z-link", type=float, default=Default(RUN, "z_link"), metavar="IOU",
+                   help="with --z all: a nucleus continues to the next plane when their IoU is at least IOU; "
+                   "0 keeps independent plane labels (default %(default)s)")
+    p.add_argument("--t", default=Default(RUN, "t"), metavar="all|N|A:B",
+                   help="time points of a time series: all, N, or A:B (A to B-1); labels are a (t, z, y, x) "
+                   "volume, tables get a t column; a rerun may add time points (default %(default)s)")
+    p.add_argument("--out", type=path_str, help="write results to this Zarr (created with the plate layout, the "
                    "nucleus plane and the labels) instead of into PATH (for read-only plates)")
     p.add_argument("--cluster", default=Default(CLUSTER, "cluster"),
                    help="local, slurm, or a running scheduler tcp://HOST:PORT (or tls://) (default %(default)s)")
@@ -412,7 +369,7 @@ def _add_run(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    "worker processes)")
     p.add_argument("--batch-size", type=int, default=Default(RUN, "batch_size"),
                    help="448x448 tiles per forward pass (default %(default)s)")
-    p.add_argument("--diameter", type=_diameter_px, help=f"{DIAMETER_HELP} (default): estimated once per plate; "
+    p.add_argument("--diameter", type=diameter_px, help=f"{DIAMETER_HELP} (default): estimated once per plate; "
                    "a rerun takes the diameter of the fields done earlier")
     p.add_argument("--min-size", type=int, metavar="PX", help=MIN_SIZE_HELP)
     p.add_argument("--tta", type=int, choices=TTA, default=Default(RUN, "tta"), metavar="{1,4,8}",
@@ -420,14 +377,14 @@ def _add_run(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--model", help="checkpoint (default: the shipped model)")
     ms = p.add_argument_group("measurements and screening (tables in <name>.hts/: nuclei.parquet, image.parquet, "
                               "screen.json)")
-    ms.add_argument("--measure", type=_channels, metavar="CH,CH",
+    ms.add_argument("--measure", type=channel_list, metavar="CH,CH",
                     help="channels measured in every nucleus and its cytoplasm ring, by name or index "
                     "(default: every channel); a rerun must give those of the fields done earlier")
     ms.add_argument("--ring", type=int, default=Default(RUN, "ring"), metavar="PX",
                     help="cytoplasm ring: each nucleus grown by PX px without touching its neighbours, minus "
                     "the nucleus (0: no Cytoplasm_ features) (default %(default)s)")
-    ms.add_argument("--platemap", type=_path_str, metavar="MAP.csv", help=PLATEMAP_HELP)
-    ms.add_argument("--readout", type=_readouts, action="extend", metavar="FEATURE", help=READOUT_HELP)
+    ms.add_argument("--platemap", type=path_str, metavar="MAP.csv", help=PLATEMAP_HELP)
+    ms.add_argument("--readout", type=readout_list, action="extend", metavar="FEATURE", help=READOUT_HELP)
     p.add_argument("--device", help="torch device of the workers (default: cuda if the worker has a GPU, else cpu; "
                    "where a worker sees several GPUs, worker i takes cuda:i)")
     p.add_argument("--block", type=int, default=Default(RUN, "block"),
@@ -475,6 +432,8 @@ def _add_counts(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                        "output of `hts run` as CSV on stdout.")
     p.add_argument("path", type=Path, help="the output Zarr of `hts run` (or its .hts results folder)")
     p.add_argument("--fields", action="store_true", help="one row per field instead of per well")
+    p.add_argument("--by-time", action="store_true", help="a time series: well,t,n_nuclei (nuclei per well and "
+                   "time point)")
     return p
 
 
@@ -486,7 +445,7 @@ def _add_report(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                        "the run's metadata; print its path.")
     p.add_argument("path", type=Path, help="the output Zarr of `hts run` (or its .hts results folder)")
     p.add_argument("--out", type=Path, help="report folder (default: <name>.hts/report)")
-    p.add_argument("--platemap", type=_path_str, metavar="MAP.csv", help=PLATEMAP_HELP + " (default: the run's)")
-    p.add_argument("--readout", type=_readouts, action="extend", metavar="FEATURE",
+    p.add_argument("--platemap", type=path_str, metavar="MAP.csv", help=PLATEMAP_HELP + " (default: the run's)")
+    p.add_argument("--readout", type=readout_list, action="extend", metavar="FEATURE",
                    help=READOUT_HELP + " (default: the run's)")
     return p

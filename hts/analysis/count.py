@@ -114,6 +114,47 @@ def label_moments(labels: np.ndarray) -> dict[str, np.ndarray]:
             "pixels": pix, "bins": k, "n_bins": area_all.size, "present": present}
 
 
+def measure_nuclei_3d(labels: np.ndarray, stack: np.ndarray) -> pd.DataFrame:
+    """One row per 3D nucleus of a z-stack: label, centroid, volume and intensities (``--z all``).
+
+    Parameters
+    ----------
+    labels : (Z, H, W) int ndarray
+        3D instance labels (:func:`hts.engine.zlink.link_planes`), 0 = background.
+    stack : (Z, H, W) ndarray
+        The intensity planes.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``label`` (uint32), ``centroid_z``, ``centroid_y``, ``centroid_x``
+        (planes, px), ``area`` (the volume in voxels, so that the per-field
+        summaries of 2D runs apply), ``planes`` (z-planes the nucleus spans),
+        ``mean_intensity``, ``max_intensity``; rows in label order.
+    """
+    if labels.shape != stack.shape:
+        raise ValueError(f"labels {labels.shape} and stack {stack.shape} differ in shape")
+    flat = np.asarray(labels).ravel()
+    pix = np.flatnonzero(flat)
+    values, k = np.unique(flat[pix], return_inverse=True)
+    n = np.bincount(k, minlength=values.size).astype(np.float64)
+    z, y, x = np.unravel_index(pix, labels.shape)
+    inten = np.asarray(stack, np.float64).ravel()[pix]
+    peak = np.full(values.size, -np.inf)
+    np.maximum.at(peak, k, inten)
+    zmin, zmax = np.full(values.size, labels.shape[0]), np.full(values.size, -1)
+    np.minimum.at(zmin, k, z)
+    np.maximum.at(zmax, k, z)
+
+    def mean(w: np.ndarray) -> np.ndarray:
+        return np.bincount(k, weights=w, minlength=values.size) / np.maximum(n, 1)
+
+    return pd.DataFrame({"label": values.astype(np.uint32), "centroid_z": mean(z.astype(float)),
+                         "centroid_y": mean(y.astype(float)), "centroid_x": mean(x.astype(float)),
+                         "area": n.astype(np.int64), "planes": (zmax - zmin + 1).astype(np.int64),
+                         "mean_intensity": mean(inten), "max_intensity": peak if values.size else peak})
+
+
 def field_quality(plane: np.ndarray) -> dict[str, float]:
     """Per-field image statistics for quality control (see :mod:`hts.analysis.qc`).
 

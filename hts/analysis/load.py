@@ -225,7 +225,7 @@ class PlateResults:
         opts = self.record.get("options", {})
         # a field copied with --out holds one channel and one (projected) plane: nothing to resolve there
         channel = resolve_channel(info, opts.get("channel"), path) if info.axis_size("c") > 1 else 0
-        z = opts.get("z") if info.axis_size("z") > 1 else None
+        z = opts.get("z") if info.axis_size("z") > 1 and isinstance(opts.get("z"), int) else None
         plane = select_plane(da.from_zarr(group[info.levels[level]]), info, channel, z)
         return xr.DataArray(plane, dims=("y", "x"), name="image",
                             attrs={"well": well or "", "field": "" if field is None else str(field), "path": path,
@@ -260,6 +260,35 @@ class PlateResults:
         array = da.from_zarr(group[info.levels[level]])  # the image's axes without c; one (y, x) plane
         array = array[(0,) * (array.ndim - 2)]
         return xr.DataArray(array, dims=("y", "x"), name="labels",
+                            attrs={"well": well or "", "field": "" if field is None else str(field), "path": path,
+                                   "level": level})
+
+    def label_volume(self, well: str | None = None, field: str | int | None = 0, level: int = 0):
+        """All the labels of a field, every time point and z-plane: a lazy DataArray in the label image's axes.
+
+        Parameters
+        ----------
+        well, field : str, int or None
+            The field, as in :meth:`image`.
+        level : int
+            Level of the label pyramid.
+
+        Returns
+        -------
+        xarray.DataArray
+            Dims the label image's axes (e.g. ``("t", "z", "y", "x")``), dask-backed uint32.
+        """
+        import dask.array as da
+        import xarray as xr
+
+        from hts.io.ngff_image import image_info
+        from hts.io.ngff_meta import LABEL_NAME
+
+        path = self.field_path(well, field)
+        where = f"{path}/labels/{LABEL_NAME}".lstrip("/")
+        group = self._group(where)
+        info = image_info(group, where)
+        return xr.DataArray(da.from_zarr(group[info.levels[level]]), dims=info.axes, name="labels",
                             attrs={"well": well or "", "field": "" if field is None else str(field), "path": path,
                                    "level": level})
 

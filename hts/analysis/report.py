@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 
 from hts.analysis.figures import df_table, figure_html, flat, heatmap, histogram, json_matrix, plate_matrix, save, table
 from hts.analysis.load import PlateResults, open_results
+from hts.analysis.report_growth import growth_section
 from hts.analysis.report_screen import screen_record, screen_section
 from hts.errors import HtsError
 
@@ -167,6 +168,9 @@ def write_report(path: str | os.PathLike, out_dir: str | os.PathLike | None = No
             plots += section
     elif platemap is not None:
         raise HtsError(f"--platemap {platemap}: {path} is a single image, not a plate")
+    if "t" in fields and fields["t"].notna().any():
+        section, data["growth"] = growth_section(res, out)
+        plots += section
     gallery = []
     for i, (_, row) in enumerate(_pick_fields(fields).iterrows()):
         entry = {k: row[k] for k in ("well", "field", "path", "flags")} | {"n_nuclei": int(row["n_nuclei"])}

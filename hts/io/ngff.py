@@ -7,8 +7,9 @@ one image's axes and nucleus plane are :mod:`hts.io.ngff_image`. Writing
 Choices (documented in the README):
 
 - the full-resolution level (the first ``multiscales`` dataset) is segmented;
-- ``t``: the first time point; ``z > 1``: maximum projection, or one plane
-  (``z=N``).
+- ``t``: each time point its own unit of work (:mod:`hts.screen.units`);
+  ``z > 1``: maximum projection, one plane (``z=N``) or every plane
+  (``--z all``, linked in 3D).
 """
 
 from __future__ import annotations
@@ -41,14 +42,22 @@ class FieldRef:
     row: str | None = None
     column: str | None = None
     field: str | None = None  # field (image) path inside the well
+    t: int | None = None  # time point of a time series segmented point by point (None: one 2D field)
 
     @property
     def key(self) -> str:
-        """A name for task keys and files: ``B03-f2``, or ``image``."""
+        """A name for task keys and files: ``B03-f2`` (``B03-f2-t05`` for a time point), or ``image``."""
         if self.well is None:
-            return "image"
-        col = self.column.zfill(2) if self.column.isdigit() else self.column
-        return f"{self.row}{col}-f{self.field}"
+            base = "image"
+        else:
+            col = self.column.zfill(2) if self.column.isdigit() else self.column
+            base = f"{self.row}{col}-f{self.field}"
+        return base if self.t is None else f"{base}-t{self.t:02d}"
+
+    @property
+    def image(self) -> "FieldRef":
+        """The field itself, without the time point (one label volume per field)."""
+        return FieldRef(self.path, self.well, self.row, self.column, self.field)
 
 
 @dataclass

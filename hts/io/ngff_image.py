@@ -160,7 +160,7 @@ def resolve_channel(info: ImageInfo, channel: str | int | None, where: str = "")
 
 
 def read_plane(group: zarr.Group, info: ImageInfo, channel: int, z: int | None = None,
-               region: tuple[slice, slice] | None = None) -> np.ndarray:
+               region: tuple[slice, slice] | None = None, t: int = 0) -> np.ndarray:
     """The full-resolution 2D ``(y, x)`` nucleus plane (or its ``region``), read now.
 
     Parameters
@@ -175,22 +175,49 @@ def read_plane(group: zarr.Group, info: ImageInfo, channel: int, z: int | None =
         The z plane; None: maximum projection over z.
     region : (slice, slice), optional
         ``(y, x)`` slices in full-resolution px; None: the whole plane.
+    t : int
+        The time point.
 
     Returns
     -------
     numpy.ndarray
-        ``(h, w)`` intensities in the array's dtype: t = 0, channel
+        ``(h, w)`` intensities in the array's dtype: time point ``t``, channel
         ``channel``, plane ``z`` or the maximum over z (:func:`select_plane`).
     """
-    return np.asarray(select_plane(group[info.levels[0]], info, channel, z, region))
+    return np.asarray(select_plane(group[info.levels[0]], info, channel, z, region, t))
+
+
+def read_stack(group: zarr.Group, info: ImageInfo, channel: int, t: int = 0) -> np.ndarray:
+    """Every z-plane of one channel and time point at full resolution: ``(Z, H, W)`` (Z = 1 without a z axis).
+
+    Parameters
+    ----------
+    group : zarr.Group
+        The image group.
+    info : ImageInfo
+        Its :func:`image_info`.
+    channel : int
+        Index on the ``c`` axis.
+    t : int
+        The time point.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(Z, H, W)`` in the array's dtype.
+    """
+    n = info.axis_size("z") if "z" in info.axes else 1
+    if "z" not in info.axes:
+        return read_plane(group, info, channel, None, None, t)[None]
+    return np.stack([read_plane(group, info, channel, z, None, t) for z in range(n)])
 
 
 def select_plane(array, info: ImageInfo, channel: int, z: int | None = None,
-                 region: tuple[slice, slice] | None = None):
+                 region: tuple[slice, slice] | None = None, t: int = 0):
     """The 2D ``(y, x)`` nucleus plane of one level array of an image: the one rule for NGFF axes.
 
-    ``t`` (and any other non-spatial axis but ``c`` and ``z``): the first
-    entry; ``c``: ``channel``; ``z``: plane ``z``, or the maximum projection.
+    ``t``: time point ``t``; any other non-spatial axis but ``c`` and ``z``:
+    the first entry; ``c``: ``channel``; ``z``: plane ``z``, or the maximum projection.
 
     Parameters
     ----------
@@ -206,6 +233,8 @@ def select_plane(array, info: ImageInfo, channel: int, z: int | None = None,
         The z plane; None: maximum projection over z.
     region : (slice, slice), optional
         ``(y, x)`` slices in px of this level; None: the whole plane.
+    t : int
+        The time point (on a ``t`` axis).
 
     Returns
     -------
@@ -231,7 +260,11 @@ def select_plane(array, info: ImageInfo, channel: int, z: int | None = None,
             index.append(yx[name])
         elif name == "z":
             index.append(slice(None))
-        else:  # t or any other non-spatial axis: the first entry
+        elif name == "t":
+            if not 0 <= t < size:
+                raise HtsError(f"time point {t} out of range: the image has {size}")
+            index.append(t)
+        else:  # any other non-spatial axis: the first entry
             index.append(0)
     plane = array[tuple(index)]
     while plane.ndim > 2:  # a remaining z axis: maximum projection

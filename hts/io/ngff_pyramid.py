@@ -59,9 +59,10 @@ def output_axes(info: ImageInfo, keep_channel: bool = False) -> tuple[dict, ...]
     return tuple(dict(a) for a in meta if keep_channel or a["name"].lower() != "c")
 
 
-def _plane_shape(info: ImageInfo, axes: tuple[dict, ...], yx: tuple[int, int]) -> tuple[int, ...]:
-    """``yx`` on the ``y, x`` axes, 1 on every other: a 2D plane in the image's axes."""
-    return tuple(dict(zip("yx", yx)).get(a["name"].lower(), 1) for a in axes)
+def _plane_shape(info: ImageInfo, axes: tuple[dict, ...], yx: tuple[int, int],
+                 sizes: dict[str, int] | None = None) -> tuple[int, ...]:
+    """``yx`` on the ``y, x`` axes, ``sizes`` (e.g. ``{"t": 6}``) or 1 on every other, in the image's axes."""
+    return tuple({**(sizes or {}), **dict(zip("yx", yx))}.get(a["name"].lower(), 1) for a in axes)
 
 
 def _create_array(group: zarr.Group, name: str, shape: tuple[int, ...], dtype, chunks: tuple[int, ...],
@@ -71,11 +72,15 @@ def _create_array(group: zarr.Group, name: str, shape: tuple[int, ...], dtype, c
     return group.create_array(name, shape=shape, dtype=dtype, chunks=chunks, fill_value=0, overwrite=True, **kwargs)
 
 
-def create_levels(group: zarr.Group, info: ImageInfo, fmt: Format, dtype, keep_channel: bool = False) -> list[PlaneView]:
+def create_levels(group: zarr.Group, info: ImageInfo, fmt: Format, dtype, keep_channel: bool = False,
+                  sizes: dict[str, int] | None = None) -> list[PlaneView]:
     """Empty arrays ``0..L-1`` in the image's axes (:func:`output_axes`), one ``(y, x)`` plane each.
 
     Every axis but ``y`` and ``x`` has size 1: the arrays hold one 2D plane
-    (a segmentation of the t = 0, z-projected plane, or a copied channel).
+    (a segmentation of the t = 0, z-projected plane, or a copied channel);
+    with ``sizes`` (label volumes, e.g. ``{"t": 6, "z": 16}``) those axes
+    have that size, chunked one plane at a time, and no views are returned
+    (a volume is written with :mod:`hts.io.ngff_volume`).
 
     Parameters
     ----------
@@ -89,6 +94,8 @@ def create_levels(group: zarr.Group, info: ImageInfo, fmt: Format, dtype, keep_c
         Of the arrays (fill value 0).
     keep_channel : bool
         Keep a (singleton) ``c`` axis: True for a copied channel, False for labels.
+    sizes : dict of str to int, optional
+        Sizes of non-``y, x`` axes (lower-case names); default 1.
 
     Returns
     -------
@@ -99,8 +106,9 @@ def create_levels(group: zarr.Group, info: ImageInfo, fmt: Format, dtype, keep_c
     axes = output_axes(info, keep_channel)
     names = [a["name"] for a in axes]
     chunks = _plane_shape(info, axes, info.chunks_yx)
-    return [trailing_plane(_create_array(group, str(level), _plane_shape(info, axes, shape), dtype, chunks, names, fmt))
-            for level, shape in enumerate(level_shapes(info))]
+    arrays = [_create_array(group, str(level), _plane_shape(info, axes, shape, sizes), dtype, chunks, names, fmt)
+              for level, shape in enumerate(level_shapes(info))]
+    return [] if sizes and any(v > 1 for v in sizes.values()) else [trailing_plane(a) for a in arrays]
 
 
 def write_multiscales(group: zarr.Group, info: ImageInfo, fmt: Format, name: str, keep_channel: bool = False) -> None:

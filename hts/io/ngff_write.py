@@ -76,7 +76,8 @@ def _listed_labels(image_dir: Path, fmt: Format) -> tuple[str, ...] | None:
                    "hts does not replace labels written by another tool: repair or remove it")
 
 
-def begin_labels(image: zarr.Group, info: ImageInfo, fmt: Format) -> tuple[LabelStage, list[PlaneView]]:
+def begin_labels(image: zarr.Group, info: ImageInfo, fmt: Format,
+                 sizes: dict[str, int] | None = None) -> tuple[LabelStage, list[PlaneView]]:
     """A staged ``<image>/labels/nuclei`` with empty uint32 levels; nothing changes at its final place yet.
 
     Parameters
@@ -87,6 +88,8 @@ def begin_labels(image: zarr.Group, info: ImageInfo, fmt: Format) -> tuple[Label
         Its :func:`~hts.io.ngff_image.image_info`.
     fmt : ome_zarr.format.Format
         The NGFF version.
+    sizes : dict of str to int, optional
+        A label volume's ``t`` / ``z`` sizes (:func:`hts.io.ngff_pyramid.create_levels`).
 
     Returns
     -------
@@ -115,7 +118,7 @@ def begin_labels(image: zarr.Group, info: ImageInfo, fmt: Format) -> tuple[Label
         if listed is None:
             open_group_at(staged, mode="w", zarr_format=fmt.zarr_format)
         group = open_group_at(image_dir / name, mode="w", zarr_format=fmt.zarr_format)
-        return stage, create_levels(group, info, fmt, np.uint32)
+        return stage, create_levels(group, info, fmt, np.uint32, sizes=sizes)
     except BaseException:  # e.g. a full disk: nothing of the stage stays behind
         abort_labels(stage)
         raise

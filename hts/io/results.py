@@ -30,6 +30,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
@@ -42,6 +43,14 @@ from hts.io.ngff_meta import FORMATS
 
 FIELD_COLUMNS = ["well", "row", "column", "field", "path", "n_nuclei", "mean_area", "mean_intensity",
                  "saturated_fraction", "focus", "mean_plane_intensity"]
+
+
+def _columns(series: bool) -> list[str]:
+    """The per-field table's columns; a time series has ``t`` after ``field``."""
+    if not series:
+        return FIELD_COLUMNS
+    i = FIELD_COLUMNS.index("field") + 1
+    return [*FIELD_COLUMNS[:i], "t", *FIELD_COLUMNS[i:]]
 
 
 def results_dir(zarr_root: str | os.PathLike) -> Path:
@@ -165,7 +174,8 @@ class Results:
         rows = [m for p in sorted((self.path / "fields").glob("*.json")) if (m := _read_marker(p)) is not None]
         if not rows:
             return pd.DataFrame(columns=["key", *FIELD_COLUMNS])
-        return pd.DataFrame(rows).reindex(columns=["key", *FIELD_COLUMNS])
+        columns = _columns(any(r.get("t") is not None for r in rows))
+        return pd.DataFrame(rows).reindex(columns=["key", *columns])
 
     def write_tables(self, order: list[FieldRef], plate: str = "",
                      platemap: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -194,9 +204,20 @@ class Results:
         fields = fields[fields["key"].isin(rank)]
         fields = fields.iloc[fields["key"].map(rank).argsort()].reset_index(drop=True)
         keys = list(fields["key"])
-        fields = fields[FIELD_COLUMNS]
-        wells = well_table(fields) if (fields["well"] != "").any() else well_table(fields.iloc[:0])
-        image = join_platemap(image_table(fields, plate), platemap, "Metadata_Well")
+        series = "t" in fields
+        fields = fields[_columns(series)]
+        if series:  # a time series: one row per well and time point
+            fields["t"] = fields["t"].astype(np.int64)
+            wells = pd.concat([well_table(part).assign(t=t) for t, part in fields.groupby("t", sort=True)],
+                              ignore_index=True) if (fields["well"] != "").any() else well_table(fields.iloc[:0])
+            if "t" in wells:
+                wells = wells.sort_values(["t"], kind="stable").reset_index(drop=True)
+        else:
+            wells = well_table(fields) if (fields["well"] != "").any() else well_table(fields.iloc[:0])
+        image = image_table(fields, plate)
+        if series:
+            image.insert(3, "Metadata_Timepoint", fields["t"].to_numpy())
+        image = join_platemap(image, platemap, "Metadata_Well")
         fields, wells = join_platemap(fields, platemap), join_platemap(wells, platemap)
         for name, df in (("fields", fields), ("wells", wells)):
             atomic_write(self.path / f"{name}.csv", df.to_csv(index=False).encode())
@@ -277,8 +298,8 @@ def _read_marker(path: Path) -> dict | None:
     return marker if isinstance(marker, dict) and isinstance(marker.get("key"), str) else None
 
 
-def read_counts(path: str | os.PathLike, fields: bool = False) -> pd.DataFrame:
-    """The per-well (or per-field) table of a run's output Zarr or results folder.
+def read_counts(path: str | os.PathLike, fields: bool = False, by_time: bool = False) -> pd.DataFrame:
+    """The per-well (or per-field, or per well and time point) table of a run's output Zarr or results folder.
 
     Warns on stderr when the run did not finish every field.
 
@@ -288,6 +309,9 @@ def read_counts(path: str | os.PathLike, fields: bool = False) -> pd.DataFrame:
         The output Zarr or its ``.hts`` results folder.
     fields : bool
         The per-field table instead of the per-well one.
+    by_time : bool
+        ``well,t,n_nuclei``: nuclei per well and time point, from the fields
+        of a time series (refused for a run without time points).
 
     Returns
     -------
@@ -302,7 +326,7 @@ def read_counts(path: str | os.PathLike, fields: bool = False) -> pd.DataFrame:
     """
     p = Path(path)
     folder = p if p.suffix == ".hts" else results_dir(p)
-    table = folder / ("fields.csv" if fields else "wells.csv")
+    table = folder / ("fields.csv" if fields or by_time else "wells.csv")
     if not table.is_file():
         raise HtsError(f"{path}: no counts found ({table} does not exist); run `hts run {path}` first")
     record = folder / "run.json"
@@ -311,4 +335,9 @@ def read_counts(path: str | os.PathLike, fields: bool = False) -> pd.DataFrame:
         if summary["done"] < summary["fields"]:
             print(f"hts: warning: incomplete run: {summary['done']}/{summary['fields']} fields done",
                   file=sys.stderr)
-    return pd.read_csv(table, dtype={"column": str, "row": str, "field": str})
+    out = pd.read_csv(table, dtype={"column": str, "row": str, "field": str})
+    if by_time:
+        if "t" not in out:
+            raise HtsError(f"{path}: not a time series (no t column in {table}); use `hts counts` without --by-time")
+        out = out.groupby(["well", "t"], sort=False)["n_nuclei"].sum().reset_index()
+    return out

@@ -41,6 +41,7 @@ from hts.model import InstanceUNet
 from hts.screen.cluster import ClusterOptions, connect, inference_resources, windowed
 from hts.screen.quiet import QuietTaskFailures
 from hts.screen.tasks import Job, infer_field, measured_channels, watershed_field, write_field
+from hts.screen.units import ensure_volume, time_units
 
 WINDOW_PER_THREAD = 2  # fields in flight per worker thread
 
@@ -55,7 +56,7 @@ class RunOptions:
 
     out: str | None = None
     channel: str | int | None = None
-    z: int | None = None
+    z: int | str | None = None  # None: maximum projection; N: that plane; "all": every plane, linked in 3D
     diameter: float | None = None
     model: str | None = None
     device: str | None = None
@@ -68,6 +69,8 @@ class RunOptions:
     ring: int = RING_PX  # px: cytoplasm ring width (0: no Cytoplasm_ features)
     platemap: str | None = None  # CSV with a well column: joined to every table, controls for screen.json
     readout: tuple[str, ...] = ()  # nucleus features whose per-well median screen.json scores
+    t: str | int = "all"  # time points of a time series: "all", N or "A:B" (Python slice)
+    z_link: float = 0.25  # with z="all": IoU linking a nucleus between planes (0: planes independent)
     cluster: ClusterOptions = field(default_factory=ClusterOptions)
 
 
@@ -128,7 +131,7 @@ def _check_first_field(job: Job, opts: RunOptions) -> tuple[tuple[int, int], int
     info = job.image_info()
     channel = resolve_channel(info, job.channel, job.image_path)
     shape = level_shapes(info)[0]
-    if opts.z is not None:
+    if opts.z is not None and opts.z != "all":
         planes = info.axis_size("z") if "z" in info.axes else None
         if planes is None:
             raise HtsError(f"--z {opts.z}: the images have no z axis (axes {', '.join(info.axes)} in {job.image_path})")
@@ -151,8 +154,10 @@ def _check_options(opts: RunOptions) -> None:
         raise HtsError(f"--ring must be a whole number of px from 0 to 100, got {opts.ring!r}")
     if opts.diameter is not None:
         check_diameter(opts.diameter, None, "--diameter")
-    if opts.z is not None and (isinstance(opts.z, bool) or not isinstance(opts.z, int) or opts.z < 0):
-        raise HtsError(f"--z must be a plane index >= 0, got {opts.z!r}")
+    if opts.z not in (None, "all") and (isinstance(opts.z, bool) or not isinstance(opts.z, int) or opts.z < 0):
+        raise HtsError(f"--z must be max, all or a plane index >= 0, got {opts.z!r}")
+    if not (isinstance(opts.z_link, (int, float)) and 0 <= opts.z_link <= 1):
+        raise HtsError(f"--z-link must be an IoU from 0 to 1, got {opts.z_link!r}")
 
 
 def _output_path(source: Source, out: str | None) -> str:
@@ -197,10 +202,10 @@ def _same_settings(results: Results, earlier: dict, settings: dict, diameter: fl
             else f"{value:.1f} px" if key == "diameter" else str(value)
 
     option = {"model_sha256": "--model", "channel": "--channel", "z": "--z", "min_size": "--min-size", "tta": "--tta",
-              "measure": "--measure", "ring": "--ring"}
-    earlier = {"tta": 1} | earlier  # fields done before --tta existed had none (nor --measure: they differ)
+              "measure": "--measure", "ring": "--ring", "z_link": "--z-link"}
+    earlier = {"tta": 1, "z_link": None} | earlier  # fields done before --tta existed had none (nor --measure)
     for key, name in option.items():
-        if earlier.get(key) != settings[key]:
+        if key in settings and earlier.get(key) != settings[key]:
             raise HtsError(f"{results.path}: {n_done} fields were segmented with {name} "
                            f"{show(key, earlier.get(key))}, this run asks {show(key, settings[key])}; rerun with "
                            "the same options, or add --overwrite to segment every field again")
@@ -233,9 +238,10 @@ def _write_attrs(out: zarr.Group, source: Source, fields, wells, complete: bool)
         n = int(fields["n_nuclei"].sum()) if len(fields) else 0
         out.attrs["hts"] = {"n_nuclei": n, "complete": complete}
         return
-    for well, part in fields.groupby("well", sort=False):
+    for well, part in fields.groupby("well", sort=False):  # a time series: summed over its time points
+        per_field = part.groupby("field", sort=False)["n_nuclei"].sum()
         out[well].attrs["hts"] = {"n_nuclei": int(part["n_nuclei"].sum()),
-                                  "fields": {str(f): int(n) for f, n in zip(part["field"], part["n_nuclei"])}}
+                                  "fields": {str(f): int(n) for f, n in per_field.items()}}
     out.attrs["hts"] = {"n_nuclei": int(wells["n_nuclei"].sum()) if len(wells) else 0, "complete": complete,
                         "wells": {w: int(n) for w, n in zip(wells["well"], wells["n_nuclei"])}}
 
@@ -276,13 +282,19 @@ def run(path: str | os.PathLike, opts: RunOptions = RunOptions(), progress: bool
     out_path = _output_path(source, opts.out)
     base = {"source": str(source.path), "out": out_path, "results": str(results_dir(out_path)),
             "version": source.version, "copy_image": Path(out_path).resolve() != source.path.resolve(),
-            "channel": opts.channel, "z": opts.z, "model": opts.model, "device": opts.device,
+            "channel": opts.channel, "z": None if opts.z == "all" else opts.z, "model": opts.model, "device": opts.device,
             "batch_size": opts.batch_size, "min_size": opts.min_size, "tta": opts.tta,
             "threads": 1}  # torch threads: set from the workers' threads once connected
     shape, channel, measured = _check_first_field(Job(source.fields[0], diameter=None, **base), opts)
     platemap = read_platemap(opts.platemap) if opts.platemap else None
     base |= {"measure": measured, "ring": opts.ring, "plate": plate_name(source)}
+    units, volume = time_units(source, opts)
+    base |= {"z_all": opts.z == "all", "z_link": float(opts.z_link), "volume": volume}
+    if volume and base["copy_image"]:
+        raise HtsError("--out with a time series or --z all is not supported yet: the label volume is written "
+                       "into the plate (run without --out on a writable copy)")
     closing: threading.Thread | None = None
+    summary: RunSummary | None = None
     results = Results(results_dir(out_path))
     results.lock()
     try:
@@ -295,14 +307,15 @@ def run(path: str | os.PathLike, opts: RunOptions = RunOptions(), progress: bool
         if opts.overwrite:
             results.forget()
         model, net = _model_record(opts.model)  # the net also measures the plate's diameter
-        todo = [f for f in source.fields if not results.is_done(f)]
-        summary = RunSummary(out_path, str(results.path), len(source.fields) + len(source.skipped), 0,
-                             len(source.fields) - len(todo))
+        todo = [f for f in units if not results.is_done(f)]
+        summary = RunSummary(out_path, str(results.path), len(units) + len(source.skipped), 0,
+                             len(units) - len(todo))
         summary.failed = {ref.key: reason for ref, reason in source.skipped}
         for key, reason in summary.failed.items():
             log(f"skipped {key}: {reason}")
         settings = {"model_sha256": model["sha256"], "channel": channel, "z": opts.z, "min_size": opts.min_size,
                     "tta": opts.tta, "measure": [name for _, name in measured], "ring": opts.ring,
+                    "z_link": float(opts.z_link) if opts.z == "all" else None,
                     "dna_feature": nucleus_feature(measured, channel)}
         platemap = _platemap(results, platemap, log)
         diameter, earlier = opts.diameter, results.settings() if summary.skipped_done else None
@@ -324,7 +337,7 @@ def run(path: str | os.PathLike, opts: RunOptions = RunOptions(), progress: bool
             results.invalidate()
             out.attrs["hts"] = {"complete": False}
             closing = _compute(jobs, opts, summary, progress, log)
-        _finish(results, out, source, summary, base["plate"], platemap, log)
+        _finish(results, out, source, units, summary, base["plate"], platemap, log)
         if platemap is not None:
             _write_or_fail(results.path, "screen.json", lambda: write_screen(
                 results.path, platemap, opts.readout, settings["dna_feature"], log))
@@ -337,22 +350,32 @@ def run(path: str | os.PathLike, opts: RunOptions = RunOptions(), progress: bool
     finally:
         if closing is not None:
             closing.join()
+        if summary is not None and summary.failed:  # a failed write's zarr I/O may outlive its task's cleanup
+            _quietly(lambda: repair_output(Path(out_path), source))
         results.unlock()
     return summary
 
 
-def _finish(results: Results, out: zarr.Group, source: Source, summary: RunSummary, plate: str, platemap,
-            log) -> None:
+def _quietly(step) -> None:
+    """``step()``, ignoring OSError: tidying up after a failure must not hide the failure's own message."""
+    try:
+        step()
+    except OSError:
+        pass
+
+
+def _finish(results: Results, out: zarr.Group, source: Source, units: list, summary: RunSummary, plate: str,
+            platemap, log) -> None:
     """Tables from the done markers, counts into the Zarr attributes; a full disk is a :class:`RunError`."""
     if platemap is not None:
         for line in coverage_warnings(platemap, sorted({well_id(f.row, f.column) for f in source.fields if f.well})):
             log(f"warning: {line}")
     fields, wells = _write_or_fail(results.path, "the count tables",
-                                   lambda: results.write_tables(source.fields, plate, platemap))
+                                   lambda: results.write_tables(units, plate, platemap))
     summary.done = len(fields)
     summary.n_nuclei = int(fields["n_nuclei"].sum()) if len(fields) else 0
     _write_or_fail(Path(summary.out), "the counts into the Zarr attributes",
-                   lambda: _write_attrs(out, source, fields, wells, complete=summary.done == len(source.fields)))
+                   lambda: _write_attrs(out, source, fields, wells, complete=summary.done == len(units)))
 
 
 def _write_or_fail(where: Path, what: str, write):
@@ -393,13 +416,18 @@ def _compute_on(client, jobs: list[Job], opts: RunOptions, summary: RunSummary, 
     window = max(WINDOW_PER_THREAD * (sum(nthreads.values()) or 1), 2)
     threads = getattr(client, "torch_threads", None) or (min(nthreads.values()) if nthreads else 1)
     jobs = [replace(job, threads=threads) for job in jobs]
-    if len(jobs) == 1 and jobs[0].ref.well is None and _is_large(jobs[0], opts):
+    if len(jobs) == 1 and jobs[0].ref.well is None and not jobs[0].volume and _is_large(jobs[0], opts):
         from hts.screen.slide import run_slide
 
         _record(summary, jobs[0], run_slide(client, jobs[0], opts.block, gpu, window, progress, log))
         return
 
+    ensured: set[str] = set()
+
     def submit(job: Job):
+        if job.volume and job.ref.path not in ensured:  # the field's label volume, before its first time point
+            ensure_volume(job)
+            ensured.add(job.ref.path)
         k = job.ref.key
         inferred = client.submit(infer_field, job, key=f"infer-{k}", resources=gpu, pure=False)
         labels = client.submit(watershed_field, job, inferred, key=f"watershed-{k}", pure=False)

@@ -28,7 +28,7 @@ from hts.engine.pipeline import infer_image, resolve_model, watershed_prediction
 from hts.engine.preprocess import check_image
 from hts.errors import HtsError
 from hts.io.ngff import FieldRef
-from hts.io.ngff_image import ImageInfo, image_info, read_plane, resolve_channel
+from hts.io.ngff_image import ImageInfo, image_info, read_plane, read_stack, resolve_channel
 from hts.io.ngff_pyramid import write_pyramid
 from hts.io.ngff_write import write_labels
 from hts.io.results import Results
@@ -58,6 +58,9 @@ class Job:
     measure: tuple[tuple[int, str], ...] = ()  # (channel index, column-safe name) measured per nucleus
     ring: int = RING_PX  # cytoplasm ring width, px (0: none)
     plate: str = ""  # Metadata_Plate of the tables
+    z_all: bool = False  # every z-plane segmented and linked into 3D nuclei (``--z all``)
+    z_link: float = 0.25  # IoU that links a nucleus between planes (``--z-link``; 0: planes independent)
+    volume: bool = False  # labels are a volume written per time point (time series or --z all)
 
     @property
     def image_path(self) -> str:
@@ -71,10 +74,13 @@ class Job:
 
 @dataclass
 class Inferred:
-    """The network output of one field plus the plane it came from (needed for intensities)."""
+    """The network output of one field plus the plane it came from (needed for intensities).
+
+    With ``--z all``: ``plane`` is the ``(Z, H, W)`` stack and ``prediction`` a list of Z predictions.
+    """
 
     plane: np.ndarray
-    prediction: Prediction
+    prediction: Prediction | list[Prediction] | None
     seconds: float
     where: dict  # provenance: the worker and the GPUs it was granted (recorded in the done marker)
 
@@ -132,8 +138,20 @@ def read_field(job: Job, region: tuple[slice, slice] | None = None, check: bool 
     where = job.image_path
     group = zarr.open_group(where, mode="r")
     info = image_info(group, where)
-    plane = read_plane(group, info, resolve_channel(info, job.channel, where), job.z, region)
-    return check_image(plane, name=where) if check else plane
+    plane = read_plane(group, info, resolve_channel(info, job.channel, where), job.z, region, job.ref.t or 0)
+    return check_image(plane, name=_where(job)) if check else plane
+
+
+def _where(job: Job) -> str:
+    return job.image_path if job.ref.t is None else f"{job.image_path} t={job.ref.t}"
+
+
+def read_field_stack(job: Job) -> np.ndarray:
+    """Every z-plane of the nucleus channel at the job's time point, each checked: ``(Z, H, W)``."""
+    group = zarr.open_group(job.image_path, mode="r")
+    info = image_info(group, job.image_path)
+    stack = read_stack(group, info, resolve_channel(info, job.channel, job.image_path), job.ref.t or 0)
+    return np.stack([check_image(p, name=f"{_where(job)} z={z}") for z, p in enumerate(stack)])
 
 
 def measured_channels(info: ImageInfo, measure: tuple[str | int, ...] | None, where: str) -> tuple[tuple[int, str], ...]:
@@ -263,9 +281,14 @@ def infer_field(job: Job) -> Inferred:
         The plane, the prediction, the seconds taken and the :func:`provenance`.
     """
     t0 = time.perf_counter()
-    plane = read_field(job)
     net = worker_model(job.model, job.threads)
     device = worker_device(job.device)
+    if job.z_all:  # every plane, one at a time through the network: (Z, H, W) and Z predictions
+        stack = read_field_stack(job)
+        preds = [infer_image(net, p, job.diameter, device=device, batch_size=job.batch_size, tta=job.tta)
+                 for p in stack]
+        return Inferred(stack, preds, time.perf_counter() - t0, provenance(device))
+    plane = read_field(job)
     pred = infer_image(net, plane, job.diameter, device=device, batch_size=job.batch_size, tta=job.tta)
     return Inferred(plane, pred, time.perf_counter() - t0, provenance(device))
 
@@ -311,6 +334,13 @@ def watershed_field(job: Job, inferred: Inferred) -> tuple[np.ndarray, Inferred]
         prediction's maps and boxes, so that little goes to the write task.
     """
     net = worker_model(job.model, job.threads)
+    if job.z_all:
+        from hts.engine.zlink import link_planes, split_waists
+
+        planes = np.stack([watershed_prediction(net, p, job.diameter, min_size=job.min_size)
+                           for p in inferred.prediction])
+        linked = split_waists(link_planes(planes, job.z_link)) if job.z_link > 0 else link_planes(planes, 0)
+        return linked, Inferred(inferred.plane, None, inferred.seconds, inferred.where)
     labels = watershed_prediction(net, inferred.prediction, job.diameter, min_size=job.min_size)
     return labels, Inferred(inferred.plane, Prediction(np.empty((0, 0), np.float32), inferred.prediction.boxes[:0],
                                                         inferred.prediction.scores[:0]), inferred.seconds,
@@ -342,6 +372,8 @@ def write_field(job: Job, segmented: tuple[np.ndarray, Inferred]) -> dict:
     ref, fmt = job.ref, Results.fmt_of(job.version)
     if labels.max(initial=0) >= 2**32 - 1:
         raise HtsError(f"{ref.key}: too many nuclei for uint32 labels")
+    if job.volume:
+        return _write_time_point(job, labels, inferred)
     info = job.image_info()
     properties = {"n_nuclei": int(labels.max(initial=0))}
     table = measure_nuclei(labels, inferred.plane)
@@ -359,3 +391,29 @@ def write_field(job: Job, segmented: tuple[np.ndarray, Inferred]) -> dict:
         write_labels(root[ref.path] if ref.path else root, labels, info, fmt, properties, objects)
     return Results(job.results).commit(ref, table, pixels=labels.size, seconds=inferred.seconds,
                                        extra={**inferred.where, **field_quality(inferred.plane)})
+
+
+def _write_time_point(job: Job, labels: np.ndarray, inferred: Inferred) -> dict:
+    """Write one time point's planes into the field's label volume, its nucleus table, then its done marker.
+
+    The volume was installed by the driver (:func:`hts.io.ngff_volume.ensure_label_volume`)
+    before the field's first time point was submitted.
+    """
+    from hts.analysis.count import measure_nuclei_3d
+    from hts.io.ngff_volume import write_time_point
+
+    ref, info = job.ref, job.image_info()
+    root = open_group_at(job.out)
+    write_time_point(root[ref.path] if ref.path else root, info, ref.t, labels)
+    if job.z_all:
+        table = measure_nuclei_3d(labels, inferred.plane)
+        plane = inferred.plane.max(axis=0)
+    else:
+        table = measure_nuclei(labels, inferred.plane)
+        table = pd.concat([table, profile_table(job, labels, inferred.plane)], axis=1)
+        plane = inferred.plane
+    if ref.t is not None:
+        table.insert(1, "t", np.int64(ref.t))
+    return Results(job.results).commit(ref, table, pixels=labels.size, seconds=inferred.seconds,
+                                       extra={**inferred.where, **field_quality(plane),
+                                              **({"t": ref.t} if ref.t is not None else {})})

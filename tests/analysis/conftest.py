@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -31,8 +32,12 @@ def chromium() -> str:
         pytest.skip("Debian's chromium is not installed and cannot be (needs root and apt-get): "
                     "apt-get install chromium")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]):
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, check=False)
-        if proc.returncode != 0:
-            pytest.skip(f"cannot install chromium: {' '.join(cmd)} failed: {proc.stderr.strip()[-300:]}")
+    with open("/tmp/hts-tests-chromium.lock", "w") as lock:  # test processes (pytest -n) install it once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if shutil.which("chromium"):
+            return shutil.which("chromium")
+        for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]):
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, check=False)
+            if proc.returncode != 0:
+                pytest.skip(f"cannot install chromium: {' '.join(cmd)} failed: {proc.stderr.strip()[-300:]}")
     return shutil.which("chromium") or "/usr/bin/chromium"
