@@ -32,8 +32,9 @@ install: $(BIN)/hts
 demo: install
 	$(BIN)/hts demo
 
-# two test processes: much of the suite waits (SLURM scheduling, cluster start-up, subprocesses),
-# so two overlap on two cores; tests/conftest.py keeps each module (and all SLURM tests) in one process
+# two test processes: much of the suite waits (SLURM scheduling, cluster start-up, subprocesses), so two
+# overlap on two cores; --dist loadfile keeps each test file in one process, so its module fixtures (a plate
+# run once for its tests) are made once (each process that runs SLURM tests starts its own test cluster)
 TEST_JOBS ?= 2
 test: install $(IOHUB)/bin/iohub-ready
-	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadgroup
+	$(BIN)/python -m pytest -n $(TEST_JOBS) --dist loadfile

@@ -34,16 +34,3 @@ def train_npz():
 def _seed():
     torch.manual_seed(0)
 
-
-def pytest_collection_modifyitems(config, items):
-    """Groups for ``pytest -n N --dist loadgroup`` (``make test``): a module's tests run in one process.
-
-    So a module's expensive fixtures (a plate run once for all its tests) are
-    made once; every test that uses the real SLURM shares one process (one
-    test cluster per session); the rest spread over the processes.
-    """
-    for item in items:
-        if item.get_closest_marker("xdist_group"):
-            continue
-        group = "slurm" if "slurm" in item.fixturenames or item.get_closest_marker("slurm") else item.module.__name__
-        item.add_marker(pytest.mark.xdist_group(group))

@@ -104,9 +104,14 @@ def bad_cases(tmp_path, data_npz, tiny_ckpt):
     ]
 
 
-def test_bad_input_is_one_line_and_nonzero(tmp_path, data_npz, tiny_ckpt):
-    for args, match in bad_cases(tmp_path, data_npz, tiny_ckpt):
-        proc = hts(*args, check=False)
+def test_bad_input_is_one_line_and_nonzero(tmp_path, data_npz, tiny_ckpt, capsys):
+    from cli_run import hts_in_process
+
+    cases = bad_cases(tmp_path, data_npz, tiny_ckpt)
+    proc = hts(*cases[0][0], check=False)  # one as a real process: the exit status and stderr of the command
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("hts: error: ") and cases[0][1] in proc.stderr
+    for args, match in cases:  # the rest in-process: the same code path, without an interpreter start each
+        proc = hts_in_process(capsys, *args)
         assert proc.returncode == 2, (args, proc.stderr)
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("hts: error: ") and match in lines[0], (args, proc.stderr)

@@ -233,15 +233,25 @@ def _platemap(results: Results, platemap, log):
 
 
 def _write_attrs(out: zarr.Group, source: Source, fields, wells, complete: bool) -> None:
-    """Counts into the plate and well attributes (key ``hts``, beside the NGFF metadata)."""
+    """Counts into the plate and well attributes (key ``hts``, beside the NGFF metadata).
+
+    A time series records the counts of its last time point done, and per
+    well ``n_nuclei_by_t``.
+    """
     if source.kind != "plate":
         n = int(fields["n_nuclei"].sum()) if len(fields) else 0
         out.attrs["hts"] = {"n_nuclei": n, "complete": complete}
         return
-    for well, part in fields.groupby("well", sort=False):  # a time series: summed over its time points
-        per_field = part.groupby("field", sort=False)["n_nuclei"].sum()
+    series = "t" in fields
+    if series and len(fields):
+        by_t = {w: part.groupby("t")["n_nuclei"].sum() for w, part in fields.groupby("well", sort=False)}
+        fields = fields[fields["t"] == fields["t"].max()]
+        wells = wells[wells["t"] == wells["t"].max()]
+    for well, part in fields.groupby("well", sort=False):
         out[well].attrs["hts"] = {"n_nuclei": int(part["n_nuclei"].sum()),
-                                  "fields": {str(f): int(n) for f, n in per_field.items()}}
+                                  "fields": {str(f): int(n) for f, n in zip(part["field"], part["n_nuclei"])},
+                                  **({"n_nuclei_by_t": {str(t): int(n) for t, n in by_t[well].items()}}
+                                     if series else {})}
     out.attrs["hts"] = {"n_nuclei": int(wells["n_nuclei"].sum()) if len(wells) else 0, "complete": complete,
                         "wells": {w: int(n) for w, n in zip(wells["well"], wells["n_nuclei"])}}
 

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import zarr
 
+from cli_run import hts_in_process
 from hts.io.results import results_dir
 from hts.synthetic.plate import PlateSpec, write_plate
 
@@ -90,14 +91,17 @@ def test_inputs_that_are_not_plates_or_images(case, plate, tmp_path):
     one_line_error(hts("run", path, "--channel", "DAPI"), str(path), fragment[case])
 
 
-def test_channel_errors_name_the_channels(plate):
-    one_line_error(hts("run", plate, "--channel", "Hoechst"), "'Hoechst' does not exist", "0=DAPI", "1=GFP")
-    one_line_error(hts("run", plate), "2 channels", "--channel")
-    one_line_error(hts("run", plate, "--channel", "7"), "channel index 7 out of range")
+def test_channel_errors_name_the_channels(plate, capsys):  # in-process: the refusals come before any worker
+    one_line_error(hts_in_process(capsys, "run", plate, "--channel", "Hoechst"), "'Hoechst' does not exist", "0=DAPI",
+                   "1=GFP")
+    one_line_error(hts_in_process(capsys, "run", plate), "2 channels", "--channel")
+    one_line_error(hts_in_process(capsys, "run", plate, "--channel", "7"), "channel index 7 out of range")
 
 
-def test_bad_options_name_the_option(plate):
-    one_line_error(hts("run", plate, "--channel", "DAPI", "--batch-size", "0"), "--batch-size")
-    one_line_error(hts("run", plate, "--channel", "DAPI", "--min-size", "-5"), "--min-size")
-    one_line_error(hts("run", plate, "--channel", "DAPI", "--cluster", "ftp://x"), "--cluster")
-    one_line_error(hts("counts", plate.parent / "never-run.zarr"), "no counts found")
+def test_bad_options_name_the_option(plate, capsys):
+    one_line_error(hts_in_process(capsys, "run", plate, "--channel", "DAPI", "--batch-size", "0"), "--batch-size")
+    one_line_error(hts_in_process(capsys, "run", plate, "--channel", "DAPI", "--min-size", "-5"), "--min-size")
+    one_line_error(hts_in_process(capsys, "run", plate, "--channel", "DAPI", "--cluster", "ftp://x"), "--cluster")
+    one_line_error(hts_in_process(capsys, "counts", plate.parent / "never-run.zarr"), "no counts found")
+    proc = hts("run", plate, "--channel", "DAPI", "--batch-size", "0")  # and once as a real process
+    one_line_error(proc, "--batch-size")
