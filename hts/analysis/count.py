@@ -256,3 +256,34 @@ def image_table(fields: pd.DataFrame, plate: str) -> pd.DataFrame:
         "Metadata_QC_Saturated": [("saturated" in f) for f in flags],
         "Metadata_QC_OutOfFocus": [("out_of_focus" in f) for f in flags],
     }, index=fields.index)
+
+
+def plate_matrix(wells: pd.DataFrame, rows: list[str], columns: list[str], column: str) -> np.ndarray:
+    """``wells[column]`` laid out as the plate; NaN where a well is absent.
+
+    Parameters
+    ----------
+    wells : pandas.DataFrame
+        Per-well table with ``row`` and ``column`` (names) and the values.
+    rows, columns : list of str
+        The plate layout's row and column names, in order.
+    column : str
+        The numeric column to lay out.
+
+    Returns
+    -------
+    (len(rows), len(columns)) float64 ndarray
+    """
+    m = np.full((len(rows), len(columns)), np.nan)
+    ri, ci = {r: i for i, r in enumerate(rows)}, {c: i for i, c in enumerate(columns)}
+    for r, c, v in zip(wells["row"].astype(str), wells["column"].astype(str), pd.to_numeric(wells[column])):
+        if r in ri and c in ci:
+            m[ri[r], ci[c]] = v
+    return m
+
+
+def table_layout(wells: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """The row and column names present in a per-well table, in plate order (``B`` < ``AA``; ``2`` < ``10``)."""
+    rows = sorted(set(wells.get("row", [])), key=lambda r: (len(r), r))
+    cols = sorted(set(wells.get("column", [])), key=lambda c: (len(c), c))
+    return rows, cols

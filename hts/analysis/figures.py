@@ -1,5 +1,7 @@
 """Figures and HTML pieces of the report (:mod:`hts.analysis.report`): plate heatmaps, histograms, tables.
 
+A well table laid out as the plate is :func:`hts.analysis.count.plate_matrix`.
+
 Matplotlib's Agg canvas only (``Figure`` objects, no pyplot state, no display).
 """
 
@@ -13,30 +15,6 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
-
-
-def plate_matrix(wells: pd.DataFrame, rows: list[str], columns: list[str], column: str) -> np.ndarray:
-    """``wells[column]`` laid out as the plate; NaN where a well is absent.
-
-    Parameters
-    ----------
-    wells : pandas.DataFrame
-        Per-well table with ``row`` and ``column`` (names) and the values.
-    rows, columns : list of str
-        The plate layout's row and column names, in order.
-    column : str
-        The numeric column to lay out.
-
-    Returns
-    -------
-    (len(rows), len(columns)) float64 ndarray
-    """
-    m = np.full((len(rows), len(columns)), np.nan)
-    ri, ci = {r: i for i, r in enumerate(rows)}, {c: i for i, c in enumerate(columns)}
-    for r, c, v in zip(wells["row"].astype(str), wells["column"].astype(str), pd.to_numeric(wells[column])):
-        if r in ri and c in ci:
-            m[ri[r], ci[c]] = v
-    return m
 
 
 def save(fig: Figure, path: Path) -> str:

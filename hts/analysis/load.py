@@ -152,10 +152,9 @@ class PlateResults:
                 return [str(r["name"]) for r in plate["rows"]], [str(c["name"]) for c in plate["columns"]]
             except (HtsError, KeyError):
                 pass
-        wells = read_table(self.folder, "wells")
-        rows = sorted(set(wells.get("row", [])), key=lambda r: (len(r), r))
-        cols = sorted(set(wells.get("column", [])), key=lambda c: (len(c), c))
-        return rows, cols
+        from hts.analysis.count import table_layout
+
+        return table_layout(read_table(self.folder, "wells"))
 
     def field_path(self, well: str | None = None, field: str | int | None = None) -> str:
         """The image group path of a field inside the Zarr.

@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from hts.analysis.figures import df_table, figure_html, flat, heatmap, histogram, json_matrix, plate_matrix, save, table
+from hts.analysis.count import plate_matrix
+from hts.analysis.figures import df_table, figure_html, flat, heatmap, histogram, json_matrix, save, table
 from hts.analysis.load import PlateResults, open_results
 from hts.analysis.report_growth import growth_section
 from hts.analysis.report_screen import screen_record, screen_section

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from hts.analysis.figures import figure_html, heatmap, json_matrix, plate_matrix, save, table
+from hts.analysis.count import plate_matrix
+from hts.analysis.figures import figure_html, heatmap, json_matrix, save, table
 from hts.analysis.load import PlateResults
 from hts.analysis.platemap import read_platemap
 from hts.analysis.screen import COUNT, write_screen

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from hts.analysis.count import plate_matrix, table_layout
 from hts.analysis.platemap import controls, join_platemap, well_id
 from hts.analysis.qc import robust_z
 from hts.analysis.screen_stats import b_score, dna_content, fit_four_pl, percent_of_control, ssmd, z_prime
@@ -89,19 +90,6 @@ def well_readouts(results: str | Path, readouts: Sequence[str] = ()) -> pd.DataF
 
 def _finite(x: float) -> float | None:
     return float(x) if x is not None and math.isfinite(x) else None
-
-
-def _matrix(table: pd.DataFrame, column: str, rows: list[str], cols: list[str]) -> np.ndarray:
-    m = np.full((len(rows), len(cols)), np.nan)
-    for r, c, v in zip(table["row"], table["column"], table[column]):
-        m[rows.index(r), cols.index(c)] = v
-    return m
-
-
-def _layout(wells: pd.DataFrame) -> tuple[list[str], list[str]]:
-    rows = sorted(set(wells["row"]), key=lambda r: (len(r), r))
-    cols = sorted(set(wells["column"]), key=lambda c: (len(c), c))
-    return rows, cols
 
 
 def _dose_responses(table: pd.DataFrame, readouts: list[str]) -> list[dict]:
@@ -188,10 +176,9 @@ def screen_results(results: str | Path, platemap: pd.DataFrame, readouts: Sequen
     readouts = [COUNT, *[r for r in dict.fromkeys(readouts) if r != COUNT]]
     table = join_platemap(well_readouts(results, readouts[1:]), platemap, "Metadata_Well")
     roles = controls(platemap)
-    role_of = dict(zip(table["Metadata_Well"], table.get("Metadata_role", pd.Series("sample", index=table.index))))
-    is_role = {r: table["Metadata_Well"].map(lambda w, r=r: role_of.get(w) == r).to_numpy() for r in ("negative",
-                                                                                                   "positive", "sample")}
-    rows, cols = _layout(table)
+    role = table["Metadata_role"] if "Metadata_role" in table else pd.Series("sample", index=table.index)
+    is_role = {r: (role == r).to_numpy() for r in ("negative", "positive", "sample")}
+    rows, cols = table_layout(table)
     summary = {}
     for readout in readouts:
         v = pd.to_numeric(table[readout], errors="coerce")
@@ -205,7 +192,7 @@ def screen_results(results: str | Path, platemap: pd.DataFrame, readouts: Sequen
             if math.isfinite(neg_mean) and neg_mean != 0 else np.nan
         reference = samples if samples.notna().sum() >= 3 else v
         table[f"{readout}_robust_z"] = robust_z(v, reference)
-        scores = b_score(_matrix(table.assign(_v=v), "_v", rows, cols))
+        scores = b_score(plate_matrix(table.assign(_v=v), rows, cols, "_v"))
         table[f"{readout}_b_score"] = [scores[rows.index(r), cols.index(c)] for r, c in zip(table["row"], table["column"])]
     record = {"plate": {"rows": rows, "columns": cols}, "controls": roles, "readouts": summary,
               "dose_response": _dose_responses(table, readouts), "dna_content": _dna(results, dna_feature, table, roles["negative"])}

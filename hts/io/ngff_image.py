@@ -206,10 +206,9 @@ def read_stack(group: zarr.Group, info: ImageInfo, channel: int, t: int = 0) -> 
     numpy.ndarray
         ``(Z, H, W)`` in the array's dtype.
     """
-    n = info.axis_size("z") if "z" in info.axes else 1
     if "z" not in info.axes:
         return read_plane(group, info, channel, None, None, t)[None]
-    return np.stack([read_plane(group, info, channel, z, None, t) for z in range(n)])
+    return np.stack([read_plane(group, info, channel, z, None, t) for z in range(info.axis_size("z"))])
 
 
 def select_plane(array, info: ImageInfo, channel: int, z: int | None = None,

@@ -210,8 +210,6 @@ class Results:
             fields["t"] = fields["t"].astype(np.int64)
             wells = pd.concat([well_table(part).assign(t=t) for t, part in fields.groupby("t", sort=True)],
                               ignore_index=True) if (fields["well"] != "").any() else well_table(fields.iloc[:0])
-            if "t" in wells:
-                wells = wells.sort_values(["t"], kind="stable").reset_index(drop=True)
         else:
             wells = well_table(fields) if (fields["well"] != "").any() else well_table(fields.iloc[:0])
         image = image_table(fields, plate)

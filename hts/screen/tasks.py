@@ -20,7 +20,7 @@ import zarr
 
 import pandas as pd
 
-from hts.analysis.count import field_quality, measure_nuclei
+from hts.analysis.count import field_quality, measure_nuclei, measure_nuclei_3d
 from hts.analysis.measure import RING_PX, channel_names, measure_objects, with_metadata
 from hts.analysis.platemap import well_id
 from hts.engine.infer import Prediction
@@ -192,52 +192,65 @@ def measured_channels(info: ImageInfo, measure: tuple[str | int, ...] | None, wh
     return tuple(out)
 
 
-def field_planes(job: Job, nucleus_plane: np.ndarray) -> dict[str, np.ndarray]:
+def field_planes(job: Job, info: ImageInfo, nucleus_plane: np.ndarray) -> dict[str, np.ndarray]:
     """The measured channels' planes of a field, each read once (the nucleus channel's is the one segmented).
 
     Parameters
     ----------
     job : Job
-        The field and its :attr:`Job.measure` channels.
+        The field, its time point and its :attr:`Job.measure` channels.
+    info : ImageInfo
+        The field's metadata (:meth:`Job.image_info`).
     nucleus_plane : (H, W) ndarray
         The nucleus channel's plane, already read for inference.
 
     Returns
     -------
     dict of str to (H, W) ndarray
-        Column-safe channel name -> plane (t = 0, plane ``job.z`` or the maximum over z).
+        Column-safe channel name -> plane (the job's time point, plane ``job.z`` or the maximum over z).
     """
     if not job.measure:
         return {}
     group = zarr.open_group(job.image_path, mode="r")
-    info = image_info(group, job.image_path)
     nucleus = resolve_channel(info, job.channel, job.image_path)
-    return {name: nucleus_plane if index == nucleus else read_plane(group, info, index, job.z)
+    return {name: nucleus_plane if index == nucleus else read_plane(group, info, index, job.z, None, job.ref.t or 0)
             for index, name in job.measure}
 
 
-def profile_table(job: Job, labels: np.ndarray, plane: np.ndarray) -> pd.DataFrame:
-    """The CellProfiler-named per-nucleus table of a field (:func:`hts.analysis.measure.measure_objects`).
+def field_table(job: Job, info: ImageInfo, labels: np.ndarray, plane: np.ndarray) -> pd.DataFrame:
+    """The nucleus table of a field: hts's columns, then the CellProfiler-named ones, with ``t`` for a time point.
 
     Parameters
     ----------
     job : Job
-        The field (plate name, well, site, channels, ring).
-    labels : (H, W) uint32 ndarray
+        The field (plate name, well, site, time point, channels, ring).
+    info : ImageInfo
+        Its metadata.
+    labels : (H, W) or, with ``--z all``, (Z, H, W) uint32 ndarray
         Its nucleus labels.
-    plane : (H, W) ndarray
-        Its nucleus plane.
+    plane : ndarray
+        Its nucleus plane (the stack with ``--z all``).
 
     Returns
     -------
     pandas.DataFrame
-        ``Metadata_Plate``, ``Metadata_Well`` (``B03``), ``Metadata_Site``,
-        ``Metadata_ObjectNumber`` and the features, one row per nucleus in label order.
+        One row per nucleus in label order: :func:`hts.analysis.count.measure_nuclei`
+        (``measure_nuclei_3d`` for 3D nuclei, which have no CellProfiler
+        columns yet), then ``Metadata_Plate``, ``Metadata_Well`` (``B03``),
+        ``Metadata_Site``, ``Metadata_ObjectNumber`` and the features.
     """
     ref = job.ref
-    well = well_id(ref.row, ref.column) if ref.well else ""
-    site = int(ref.field) if ref.field and ref.field.isdigit() else (ref.field or 0)
-    return with_metadata(measure_objects(labels, field_planes(job, plane), job.ring), job.plate, well, site)
+    if job.z_all:
+        table = measure_nuclei_3d(labels, plane)
+    else:
+        well = well_id(ref.row, ref.column) if ref.well else ""
+        site = int(ref.field) if ref.field and ref.field.isdigit() else (ref.field or 0)
+        profile = with_metadata(measure_objects(labels, field_planes(job, info, plane), job.ring), job.plate, well,
+                                site)
+        table = pd.concat([measure_nuclei(labels, plane), profile], axis=1)
+    if ref.t is not None:
+        table.insert(1, "t", np.int64(ref.t))
+    return table
 
 
 def worker_device(device: str | None) -> str | None:
@@ -376,8 +389,7 @@ def write_field(job: Job, segmented: tuple[np.ndarray, Inferred]) -> dict:
         return _write_time_point(job, labels, inferred)
     info = job.image_info()
     properties = {"n_nuclei": int(labels.max(initial=0))}
-    table = measure_nuclei(labels, inferred.plane)
-    table = pd.concat([table, profile_table(job, labels, inferred.plane)], axis=1)
+    table = field_table(job, info, labels, inferred.plane)
     objects = {"label": table["label"].to_numpy(), "area": table["area"].to_numpy()}
     root = open_group_at(job.out)
     channel = resolve_channel(info, job.channel, job.image_path) if job.copy_image else None
@@ -399,21 +411,13 @@ def _write_time_point(job: Job, labels: np.ndarray, inferred: Inferred) -> dict:
     The volume was installed by the driver (:func:`hts.io.ngff_volume.ensure_label_volume`)
     before the field's first time point was submitted.
     """
-    from hts.analysis.count import measure_nuclei_3d
     from hts.io.ngff_volume import write_time_point
 
     ref, info = job.ref, job.image_info()
     root = open_group_at(job.out)
     write_time_point(root[ref.path] if ref.path else root, info, ref.t, labels)
-    if job.z_all:
-        table = measure_nuclei_3d(labels, inferred.plane)
-        plane = inferred.plane.max(axis=0)
-    else:
-        table = measure_nuclei(labels, inferred.plane)
-        table = pd.concat([table, profile_table(job, labels, inferred.plane)], axis=1)
-        plane = inferred.plane
-    if ref.t is not None:
-        table.insert(1, "t", np.int64(ref.t))
+    table = field_table(job, info, labels, inferred.plane)
+    plane = inferred.plane.max(axis=0) if job.z_all else inferred.plane
     return Results(job.results).commit(ref, table, pixels=labels.size, seconds=inferred.seconds,
                                        extra={**inferred.where, **field_quality(plane),
                                               **({"t": ref.t} if ref.t is not None else {})})

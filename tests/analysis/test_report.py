@@ -22,7 +22,8 @@ import zarr
 from scipy import ndimage
 
 import hts
-from hts.analysis.figures import heatmap, plate_matrix
+from hts.analysis.count import plate_matrix
+from hts.analysis.figures import heatmap
 from hts.analysis.report import write_report
 from hts.io.ngff_image import image_info
 from hts.io.ngff_pyramid import downsample_to

@@ -50,8 +50,12 @@ def test_counts_per_well_and_time_point_within_5_percent(timelapse):
     assert error.max() <= 0.05, error.sort_values().tail(3)
     fields = pd.read_csv(results_dir(path) / "fields.csv")
     assert "t" in fields and len(fields) == len(truth.counts)
-    nuclei = pd.read_parquet(results_dir(path) / "nuclei.parquet", columns=["well", "t"])
+    nuclei = pd.read_parquet(results_dir(path) / "nuclei.parquet",
+                             columns=["well", "t", "Nuclei_Intensity_MeanIntensity_GFP"])
     assert nuclei.groupby(["well", "t"]).size().sum() == got.sum()
+    # the other channels are read at the nucleus's own time point: GFP follows every nucleus of the last one
+    last = nuclei[nuclei["t"] == nuclei["t"].max()]["Nuclei_Intensity_MeanIntensity_GFP"]
+    assert last.quantile(0.1) > 200  # GFP ~600 ADU over the nuclei, 50 beside them (read at t = 0: 10th percentile 53)
 
 
 def test_label_volume_axes_and_every_time_point(timelapse):
