@@ -81,13 +81,27 @@ elif [[ -e $STATE_DIR ]] && [[ -n $(ls -A "$STATE_DIR") ]]; then
 fi
 
 # --- packages -------------------------------------------------------------------------------
-if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null \
-   || ! command -v sbatch >/dev/null || ! command -v munged >/dev/null; then
+# Two test processes (pytest -n 2), or a test installing chromium, may reach apt-get at the same
+# moment: dpkg refuses a second one at once ("Could not get lock"). Every apt-get of the project
+# takes APT_LOCK first and then checks again; DPkg::Lock::Timeout waits out any other apt user.
+APT_LOCK=${HTS_APT_LOCK:-/run/lock/hts-apt.lock}
+missing() {
+    ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null \
+        || ! command -v sbatch >/dev/null || ! command -v munged >/dev/null
+}
+if missing; then
     command -v apt-get >/dev/null || die "Slurm is not installed and apt-get is not available"
-    log "installing slurmctld slurmd slurm-client munge (apt-get)"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >&2
-    apt-get install -y -qq --no-install-recommends slurmctld slurmd slurm-client munge >&2
+    mkdir -p "$(dirname "$APT_LOCK")"
+    exec 8>"$APT_LOCK"
+    flock -w 900 8 || die "waited 900 s for $APT_LOCK (another apt-get of the tests hangs?)"
+    if missing; then
+        log "installing slurmctld slurmd slurm-client munge (apt-get)"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get -o DPkg::Lock::Timeout=600 update -qq >&2
+        apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends slurmctld slurmd slurm-client munge >&2
+    fi
+    flock -u 8
+    exec 8>&-
 fi
 if [[ -n $OWNER_PID ]]; then
     OWNER_START=$(proc_start "$OWNER_PID")

@@ -32,11 +32,16 @@ def chromium() -> str:
         pytest.skip("Debian's chromium is not installed and cannot be (needs root and apt-get): "
                     "apt-get install chromium")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    with open("/tmp/hts-tests-chromium.lock", "w") as lock:  # test processes (pytest -n) install it once
+    # the machine-wide lock of every apt-get of the tests (cluster/dev/slurm-up.sh takes it too): two test
+    # processes (pytest -n) must not run apt-get at once, dpkg refuses the second
+    os.makedirs("/run/lock", exist_ok=True)
+    with open(os.environ.get("HTS_APT_LOCK", "/run/lock/hts-apt.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if shutil.which("chromium"):
             return shutil.which("chromium")
-        for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]):
+        wait = ["-o", "DPkg::Lock::Timeout=600"]  # and any other apt user is waited for
+        for cmd in (["apt-get", *wait, "update"],
+                    ["apt-get", *wait, "install", "-y", "--no-install-recommends", "chromium"]):
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, check=False)
             if proc.returncode != 0:
                 pytest.skip(f"cannot install chromium: {' '.join(cmd)} failed: {proc.stderr.strip()[-300:]}")
