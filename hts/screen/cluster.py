@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
@@ -161,6 +162,10 @@ def connect(opts: ClusterOptions, log=print, shared_dir: str | os.PathLike = "."
     cluster = None
     stack = ExitStack()
     stack.enter_context(dask.config.set(worker_environment()))
+    # A second run on the node finds the dashboard port taken: distributed serves on a free one and says
+    # so in a multi-line UserWarning; the dashboard line below names the port actually used
+    stack.enter_context(warnings.catch_warnings())
+    warnings.filterwarnings("ignore", message=r"Port \d+ is already in use", category=UserWarning)
     if opts.cluster == "local":
         start_worker_server()
         stack.enter_context(dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}))

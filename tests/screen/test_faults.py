@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -25,6 +26,7 @@ import zarr
 
 from cli_run import hts, hts_in_process, interrupt_after, one_line_error
 from hts.io.results import results_dir
+from hts.screen.cluster import ClusterOptions, connect
 from hts.synthetic.plate import PlateSpec, write_plate
 
 pytestmark = pytest.mark.slow
@@ -192,3 +194,18 @@ def test_ctrl_c_ends_in_one_line_and_status_130(plate, tmp_path):
     proc = interrupt_after(["run", work, *RUN], lambda: markers.is_dir() and any(markers.glob("*.json")))
     assert proc.returncode == 130, proc.stderr
     assert user_lines(proc.stderr) == ["hts: interrupted"], proc.stderr
+
+
+def test_a_busy_dashboard_port_falls_back_to_a_free_one_without_a_warning(recwarn):
+    """A second run on a node finds the dashboard port taken: one dashboard line, no multi-line warning."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        lines: list[str] = []
+        with connect(ClusterOptions(workers=1, threads_per_worker=1, dashboard=f"127.0.0.1:{port}"),
+                     log=lines.append) as client:
+            link = client.dashboard_link
+    assert link.startswith("http://127.0.0.1:") and f":{port}/" not in link
+    assert f"dashboard: {link}" in lines
+    assert not [w for w in recwarn if "already in use" in str(w.message)]
