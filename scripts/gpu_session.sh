@@ -5,7 +5,7 @@
 #
 # 1. smoke: 3 CUDA training steps with loader workers, then validation (stops here on failure);
 # 2. scripts/gpu_check.py: engine on GPU (bf16) vs CPU (fp32) on the same images (the shipped
-#    default model), tiles/s per width;
+#    default model), tiles/s per width; then scripts/bench_engine.py on the GPU (issue 20's MP/s per GPU);
 # 3. only with TABLE1=1 (done once, docs/table1.md): scripts/ablation.py, Table 1, two runs at a time
 #    (2026-11-26 on an H200: 14 training processes sharing the GPU ran 4-6 steps/s each, 2 ran 17-24);
 # 4. two width-16 candidates for the default model at once: the shipped recipe (7,500 steps, lr decay
@@ -51,6 +51,10 @@ tail -c 1500 "$WORK/logs/smoke.log"
 
 log "2. gpu_check"
 timeout 75 $PY scripts/gpu_check.py --images 3 --size 1024 2>&1 | tee "$WORK/logs/gpu_check.log"
+
+log "2b. bench_engine (MP/s end to end, GPU busy fraction, host cost with a stub network)"
+timeout 120 $PY scripts/bench_engine.py --device $DEVICE --data "$VAL" --settings 448:auto 1280:auto \
+    2>&1 | tee "$WORK/logs/bench_engine.log"
 
 if [ "$TABLE1" = 1 ]; then
     log "3. Table 1"

@@ -11,6 +11,8 @@ numpy; no Dask.
 from __future__ import annotations
 
 import copy
+import functools
+import os
 import weakref
 from dataclasses import dataclass
 
@@ -126,6 +128,25 @@ def inference_model(model: InstanceUNet, device: torch.device) -> InstanceUNet:
     return fused.to(device).to(memory_format=torch.channels_last)
 
 
+CPU_TILE = 1280  # the largest tile on CPU, network px: fewer, larger tiles repeat less overlap (docs/performance.md)
+
+
+def default_tile(device: torch.device) -> int:
+    """The largest tile side for ``device``, network px: the paper's 448 on a GPU, :data:`CPU_TILE` on a CPU.
+
+    A GPU is fed batches of equal 448-px tiles; a CPU computes pixel by
+    pixel, so there a tile repeats its 128-px overlap less the larger it
+    is: a 2048-px field is 49 tiles of 448 px (2.2x its pixels) or 4 of
+    1,104 px (1.16x).
+    """
+    return TILE if device.type == "cuda" else CPU_TILE
+
+
+def tiles_per_pass(batch_size: int, tile_shape: tuple[int, int]) -> int:
+    """Tiles per forward pass: ``batch_size`` counts 448-px tiles, so larger tiles go fewer at a time (>= 1)."""
+    return max(1, batch_size * TILE * TILE // (tile_shape[0] * tile_shape[1]))
+
+
 _PREPARED: "weakref.WeakKeyDictionary[InstanceUNet, tuple[tuple, InstanceUNet]]" = weakref.WeakKeyDictionary()
 
 
@@ -159,11 +180,33 @@ def prepared_model(model: InstanceUNet, device: torch.device) -> InstanceUNet:
     return fused
 
 
+@functools.cache
+def cpu_bf16() -> bool:
+    """Whether CPU inference runs under bf16 autocast: where the CPU has bf16 instructions and ``HTS_CPU_BF16`` is not 0.
+
+    oneDNN computes bf16 convolutions natively on CPUs with AVX512-BF16 or
+    AMX, about twice as fast as fp32 (docs/performance.md); elsewhere bf16
+    would be emulated and slower, so fp32 stays. The GPU path always uses
+    bf16. ``HTS_CPU_BF16=0`` in the environment keeps fp32 (read once per process).
+    """
+    if os.environ.get("HTS_CPU_BF16", "1").strip() == "0" or not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch build without the query
+        return False
+
+
+def precision(device: torch.device) -> str:
+    """``"bf16"`` or ``"fp32"``: the arithmetic of the network's forward passes on ``device`` (run provenance)."""
+    return "bf16" if device.type == "cuda" or (device.type == "cpu" and cpu_bf16()) else "fp32"
+
+
 def _forward(model: InstanceUNet, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """One batch through the model in channels_last; on CUDA under bf16 autocast."""
+    """One batch through the model in channels_last, under bf16 autocast where :func:`precision` says so."""
     x = x.contiguous(memory_format=torch.channels_last)
-    if x.device.type == "cuda":
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+    if precision(x.device) == "bf16":
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
             return model(x)
     return model(x)
 
@@ -174,7 +217,7 @@ def predict_tiles(
     image: np.ndarray,
     params: ProposalParams = ProposalParams(),
     device: torch.device | None = None,
-    tile: int = TILE,
+    tile: int | None = None,
     overlap: int = OVERLAP,
     batch_size: int = 4,
     progress: bool = False,
@@ -196,11 +239,16 @@ def predict_tiles(
         RPN proposal settings.
     device : torch.device, optional
         Default: :func:`resolve_device` (CUDA when available).
-    tile, overlap, margin : int, optional
-        Tile side, minimum overlap and blend edge margin, px (see
+    tile : int, optional
+        The largest tile side, px; default :func:`default_tile` of the device.
+        Each axis uses the shortest tiles that need no more of them
+        (:func:`hts.engine.tile.fitted_tile`).
+    overlap, margin : int, optional
+        Minimum tile overlap and blend edge margin, px (see
         :func:`hts.engine.tile.blend_ramp`).
     batch_size : int, optional
-        Tiles per forward pass.
+        448-px tiles per forward pass; larger tiles go fewer at a time
+        (:func:`tiles_per_pass`).
     progress : bool, optional
         A tqdm bar when there are at least 4 batches.
 
@@ -211,7 +259,8 @@ def predict_tiles(
     """
     dev = device or resolve_device(None)
     h, w = image.shape
-    tiles, (th, tw) = tile_grid((h, w), tile, overlap)
+    tiles, (th, tw) = tile_grid((h, w), tile or default_tile(dev), overlap)
+    batch_size = tiles_per_pass(batch_size, (th, tw))
     weight = np.outer(blend_ramp(th, overlap, margin), blend_ramp(tw, overlap, margin)).astype(np.float32)
     prob_sum = np.zeros((h, w), np.float32)
     weight_sum = np.zeros((h, w), np.float32)
@@ -255,7 +304,7 @@ def predict(
     params: ProposalParams = ProposalParams(),
     device: str | torch.device | None = None,
     scale: float = 1.0,
-    tile: int = TILE,
+    tile: int | None = None,
     overlap: int = OVERLAP,
     batch_size: int = 4,
     progress: bool = False,
@@ -281,11 +330,12 @@ def predict(
         Resampling factor, network px per input px (see
         :func:`hts.engine.scale.scale_factor`).
     tile, overlap, margin : int, optional
-        Tile side, minimum overlap and blend edge margin, px of the network
-        frame (see :func:`hts.engine.tile.blend_ramp`); a ``tile`` at least as
-        large as the image gives a single pass.
+        Largest tile side (default :func:`default_tile` of the device),
+        minimum overlap and blend edge margin, px of the network frame (see
+        :func:`predict_tiles`); a ``tile`` at least as large as the image
+        gives a single pass.
     batch_size : int, optional
-        Tiles per forward pass.
+        448-px tiles per forward pass (see :func:`tiles_per_pass`).
     progress : bool, optional
         Show a tqdm bar over the tile batches.
 

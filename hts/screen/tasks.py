@@ -23,7 +23,7 @@ import pandas as pd
 from hts.analysis.count import field_quality, measure_nuclei, measure_nuclei_3d
 from hts.analysis.measure import RING_PX, channel_names, measure_objects, with_metadata
 from hts.analysis.platemap import well_id
-from hts.engine.infer import Prediction
+from hts.engine.infer import Prediction, precision
 from hts.engine.pipeline import infer_image, resolve_model, watershed_prediction
 from hts.engine.preprocess import check_image
 from hts.errors import HtsError
@@ -318,6 +318,7 @@ def provenance(device: str | None) -> dict:
     -------
     dict
         ``infer_worker`` (the Dask worker's name, or ``local``), ``device``,
+        ``precision`` (``bf16`` or ``fp32``, :func:`hts.engine.infer.precision`),
         ``cuda_visible_devices`` and ``slurm_job`` (from the environment, or None).
     """
     try:
@@ -326,7 +327,8 @@ def provenance(device: str | None) -> dict:
         name = str(get_worker().name)
     except (ImportError, ValueError):
         name = "local"
-    return {"infer_worker": name, "device": str(device or ("cuda" if torch.cuda.is_available() else "cpu")),
+    dev = str(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return {"infer_worker": name, "device": dev, "precision": precision(torch.device(dev)),
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "slurm_job": os.environ.get("SLURM_JOB_ID")}
 
 

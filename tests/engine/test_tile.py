@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hts.engine.tile import blend_ramp, ownership_bounds, tile_grid, tile_starts
+from hts.engine.tile import blend_ramp, fitted_tile, ownership_bounds, tile_grid, tile_starts
 
 
 @pytest.mark.parametrize("length", [448, 464, 704, 1008, 2048, 5008])
@@ -35,6 +35,24 @@ def test_grid_small_image_uses_one_small_tile():
     tiles, (th, tw) = tile_grid((70, 1000))
     assert th == 80 and tw == 448
     assert {t.y0 for t in tiles} == {0} and all(t.h == 70 for t in tiles)
+
+
+@pytest.mark.parametrize("length", [464, 1008, 2048, 3280, 5008])
+@pytest.mark.parametrize("tile", [448, 1280])
+def test_fitted_tiles_are_as_few_and_no_longer_than_needed(length, tile):
+    side = fitted_tile(length, tile, 128)
+    assert side <= tile and side % 16 == 0
+    n = len(tile_starts(length, side, 128))
+    assert n == len(tile_starts(length, tile, 128))  # no more tiles than the largest side needs
+    if side > 144 + 16:  # one stride shorter would need more tiles
+        assert len(tile_starts(length, side - 16, 128)) > n
+    starts = tile_starts(length, side, 128)
+    assert starts[-1] + side == length and np.all(np.diff(starts) <= side - 128)  # still covers, with the overlap
+
+
+def test_grid_of_a_large_image_uses_two_fitted_tiles_per_axis():
+    tiles, (th, tw) = tile_grid((2048, 2048), 1280)
+    assert (th, tw) == (1104, 1104) and len(tiles) == 4
 
 
 def test_blend_ramp_positive_and_flat_in_the_middle():

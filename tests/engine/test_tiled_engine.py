@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from skimage.segmentation import clear_border
 
-from hts.engine.infer import predict
+from hts.engine.infer import CPU_TILE, predict
 from hts.engine.preprocess import normalize
 from hts.engine.scale import scale_factor
-from hts.engine.tile import tile_grid
+from hts.engine.tile import TILE, tile_grid
 from hts.engine.watershed import instance_labels
 from hts.model.pretrained import default_model
 from hts.synthetic.nuclei import SyntheticConfig, generate
@@ -19,15 +19,23 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def tiled_and_single():
+def single_pass():
     model = default_model()
     image, _ = generate(SyntheticConfig(shape=(2048, 2048)), seed=21)
     scale = scale_factor(model.config.diameter, 20.0)
     norm = normalize(image)
     single = predict(model, norm, scale=scale, tile=10**6)  # one pass over the whole image
-    tiled = predict(model, norm, scale=scale)  # 448x448 tiles
-    seams = tile_grid((round(2048 * scale),) * 2)[0]
-    return instance_labels(single.prob, single.boxes), instance_labels(tiled.prob, tiled.boxes), seams, scale
+    return model, norm, scale, instance_labels(single.prob, single.boxes)
+
+
+@pytest.fixture(scope="module", params=[TILE, CPU_TILE], ids=["gpu-tiles", "cpu-tiles"])
+def tiled_and_single(request, single_pass):
+    """The single pass and the tiled one, with the GPU's 448-px tiles and the CPU's larger ones."""
+    model, norm, scale, single = single_pass
+    tiled = predict(model, norm, scale=scale, tile=request.param)
+    seams = tile_grid((round(2048 * scale),) * 2, request.param)[0]
+    assert len(seams) >= 9  # both layouts have seams in both axes
+    return single, instance_labels(tiled.prob, tiled.boxes), seams, scale
 
 
 def test_tiled_agrees_with_single_pass(tiled_and_single):

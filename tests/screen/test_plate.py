@@ -7,6 +7,7 @@ runs are real processes; kills are real signals.
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import zarr
 
 from hts.io.results import results_dir
@@ -71,6 +73,11 @@ def test_run_writes_labels_counts_and_valid_ngff(done_plate):
 
     path, truth, proc = done_plate
     assert "8/8 fields done" in proc.stdout and "dashboard: http://" in proc.stdout
+    from hts.engine.infer import precision
+
+    for marker in (results_dir(path) / "fields").glob("*.json"):  # each field says how it was computed
+        m = json.loads(marker.read_text())
+        assert m["device"] == "cpu" and m["precision"] == precision(torch.device("cpu")), m
     # labels against the ground truth
     aps = [average_precision(read_truth(path, p), read_labels(path, p), [0.5])[0] for p in field_paths(path)]
     assert min(aps) >= 0.6 and np.mean(aps) >= 0.75, aps
